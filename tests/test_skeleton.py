@@ -1,0 +1,63 @@
+"Checks on the project's skeleton: the README is generated from index.ipynb, the test runner restores files, pins hold."
+import json, shutil, subprocess, sys, configparser
+from pathlib import Path
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run(*args, cwd=ROOT):
+    return subprocess.run([sys.executable, *map(str, args)], cwd=cwd, capture_output=True, text=True)
+
+
+def test_readme_in_sync():
+    r = run(ROOT / 'tools' / 'make_readme.py', '--check')
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_readme_check_detects_stale(tmp_path):
+    nb = json.loads((ROOT / 'nbs' / 'index.ipynb').read_text())
+    nb['cells'][0]['source'] = '# a different title\n'
+    (tmp_path / 'index.ipynb').write_text(json.dumps(nb))
+    shutil.copy(ROOT / 'README.md', tmp_path / 'README.md')
+    r = run(ROOT / 'tools' / 'make_readme.py', '--check', '--nb', tmp_path / 'index.ipynb', '--out', tmp_path / 'README.md')
+    assert r.returncode == 1 and 'stale' in r.stdout
+    r = run(ROOT / 'tools' / 'make_readme.py', '--nb', tmp_path / 'index.ipynb', '--out', tmp_path / 'README.md')
+    assert r.returncode == 0 and (tmp_path / 'README.md').read_text().splitlines()[2] == '# a different title'
+
+
+def test_readme_has_the_two_commands():
+    text = (ROOT / 'README.md').read_text()
+    assert 'python3 -m venv .venv && .venv/bin/pip install -e . && .venv/bin/cmae_pretrain' in text
+    assert 'python3 -m venv .venv && .venv/bin/pip install -e ".[dev]" && .venv/bin/python tools/test.py' in text
+    ci = (ROOT / '.ci' / 'run').read_text()
+    assert "grep -m1 -F '.venv/bin/python tools/test.py' README.md" in ci
+
+
+def test_settings_pins_and_flags():
+    cfg = configparser.ConfigParser(delimiters=['=']); cfg.read(ROOT / 'settings.ini')
+    d = cfg['DEFAULT']
+    for pin in ['torch==2.14.1', 'torchvision==0.29.1', 'fastai==2.8.7', 'fastcore>=1.8,<2']: assert pin in d['requirements']
+    for pin in ['nbdev==2.4.14', 'execnb>=0.1.12,<0.2']: assert pin in d['dev_requirements']
+    assert d['tst_flags'].split() == ['notest', 'slow', 'cuda']
+    assert 'cmae_pretrain=cmae_course.cli:cmae_pretrain' in d['console_scripts']
+
+
+def test_check_unchanged_restores_files(tmp_path, monkeypatch):
+    "tools/test.py must fail a stage whose tool rewrites files, and put the files back."
+    sys.path.insert(0, str(ROOT / 'tools'))
+    import test as runner
+    f = tmp_path / 'a.py'; f.write_text('original\n')
+    fake_bin = tmp_path / 'bin'; fake_bin.mkdir()
+    tool = fake_bin / 'rewriter'; tool.write_text(f'#!/bin/sh\necho changed > {f}\n'); tool.chmod(0o755)
+    monkeypatch.setattr(runner, 'BIN', fake_bin)
+    assert runner.check_unchanged('rewriter', lambda: [f]) is False
+    assert f.read_text() == 'original\n'
+    tool.write_text('#!/bin/sh\ntrue\n')
+    assert runner.check_unchanged('rewriter', lambda: [f]) is True
+
+
+def test_imports():
+    r = subprocess.run([sys.executable, '-c', 'import cmae_course, fastai.vision.all, nbdev; print(cmae_course.__version__)'],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
