@@ -40,7 +40,7 @@ def test_settings_pins_and_flags():
     for pin in ['torch==2.14.1', 'torchvision==0.29.1', 'fastai==2.8.7', 'fastcore>=1.8,<2']: assert pin in d['requirements']
     for pin in ['nbdev==2.4.14', 'execnb>=0.1.12,<0.2']: assert pin in d['dev_requirements']
     assert d['tst_flags'].split() == ['notest', 'slow', 'cuda']
-    assert 'cmae_pretrain=cmae_course.cli:cmae_pretrain' in d['console_scripts']
+    assert {'cmae_pretrain=cmae_course.cli:cmae_pretrain', 'cmae_eval=cmae_course.evaluate:cmae_eval'} <= set(d['console_scripts'].split())
 
 
 def test_check_unchanged_restores_files(tmp_path, monkeypatch):
