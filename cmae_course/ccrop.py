@@ -17,7 +17,7 @@ from fastai.callback.core import Callback
 __all__ = ['FEATURE_REDUCTIONS', 'FEATURE_TOKENS', 'DEFAULT_FEATURES', 'CC_LITERAL', 'boxes_from_heatmap', 'box_iou',
            'whole_image_boxes', 'mean_iou', 'eval_mode', 'minmax_normalize', 'upsample_map', 'parse_source',
            'patch_grid', 'token_maps', 'patch_scores', 'scores_to_heatmap', 'heatmap', 'dataset_boxes', 'box_iou_table',
-           'dist_info', 'shard_indices', 'gather_boxes', 'unwrap_encoder', 'BoxRefreshCallback']
+           'show_ccrop', 'dist_info', 'shard_indices', 'gather_boxes', 'unwrap_encoder', 'BoxRefreshCallback']
 
 # %% ../nbs/06_ccrop.ipynb #c006
 def boxes_from_heatmap(hm: Tensor, k: float = 0.1, exclusive_end: bool = True) -> Tensor:
@@ -168,7 +168,40 @@ def box_iou_table(encoder: nn.Module, dataset, sources=('features', 'attention')
     rows['whole image'] = [mean_iou(whole_image_boxes(len(tb)), tb)] * len(ks)
     return pd.DataFrame.from_dict(rows, orient='index', columns=[f'k={k}' for k in ks])
 
-# %% ../nbs/06_ccrop.ipynb #c022
+# %% ../nbs/06_ccrop.ipynb #c024
+def _draw_box(ax, box, W, H, color, ls='-'):
+    import matplotlib.patches as patches
+    if torch.isnan(box).any(): return
+    x0, y0, x1, y1 = box.tolist()
+    ax.add_patch(patches.Rectangle((x0 * W - .5, y0 * H - .5), (x1 - x0) * W, (y1 - y0) * H, fill=False, color=color, lw=1.5, ls=ls))
+
+def show_ccrop(encoder: nn.Module, eval_ds, idxs, sources=('features', 'attention'), k: float = 0.1, mean=None, std=None, size: float = 1.3):
+    """Grid: per item of `eval_ds` (items (img, ...), `.true_boxes`), the image with its true box (lime) and, per `source`,
+    the heatmap with its box at threshold `k` (yellow, dashed). `mean`/`std` undo the normalisation for display."""
+    import matplotlib.pyplot as plt
+    idxs = torch.as_tensor(idxs)
+    imgs = next(iter(_batches(eval_ds, idxs, len(idxs))))[0].to(_device(encoder))
+    tm = token_maps(encoder, imgs)
+    H, W = imgs.shape[-2:]
+    hms = {s: scores_to_heatmap(patch_scores(tm, s), patch_grid(encoder, imgs), (H, W)).cpu() for s in sources}
+    tb = getattr(eval_ds, 'true_boxes', None)
+    fig, axs = plt.subplots(len(idxs), 1 + len(sources), figsize=(size * (1 + len(sources)), size * len(idxs)), dpi=72, squeeze=False)
+    for r, i in enumerate(idxs.tolist()):
+        img = imgs[r].float().cpu()
+        if mean is not None: img = img * torch.tensor(std)[:, None, None] + torch.tensor(mean)[:, None, None]
+        axs[r, 0].imshow(img.clamp(0, 1).permute(1, 2, 0))
+        if tb is not None: _draw_box(axs[r, 0], tb[i], W, H, 'lime')
+        for c, s in enumerate(sources, 1):
+            axs[r, c].imshow(hms[s][r], cmap='magma', vmin=0, vmax=1)
+            _draw_box(axs[r, c], boxes_from_heatmap(hms[s][r:r + 1], k)[0], W, H, 'yellow', '--')
+            if tb is not None: _draw_box(axs[r, c], tb[i], W, H, 'lime')
+            if r == 0: axs[r, c].set_title(s, fontsize=7)
+        if r == 0: axs[r, 0].set_title('image, true box', fontsize=7)
+    for ax in axs.flat: ax.set_axis_off()
+    plt.tight_layout(pad=0.2)
+    return fig
+
+# %% ../nbs/06_ccrop.ipynb #c033
 def dist_info() -> tuple[int, int]:
     "(rank, world_size) of the default process group; (0, 1) outside torch.distributed."
     if dist.is_available() and dist.is_initialized(): return dist.get_rank(), dist.get_world_size()
@@ -211,7 +244,7 @@ def gather_boxes(boxes: Tensor, idxs: Tensor, n_items: int, group=None) -> Tenso
     if missing.any(): raise ValueError(f"gather_boxes: {int(missing.sum())} of {n_items} items got no box from any rank")
     return table
 
-# %% ../nbs/06_ccrop.ipynb #c026
+# %% ../nbs/06_ccrop.ipynb #c037
 def unwrap_encoder(model: nn.Module) -> nn.Module:
     """The ViT inside `model`: strips wrappers (DDP `.module`, torch.compile `._orig_mod`, `train.SSLModel`'s `.model`),
     then takes `.encoder` if there is one (MAE, CMAE), else returns the model itself."""
