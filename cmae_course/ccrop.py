@@ -12,6 +12,7 @@ import torch.distributed as dist
 from torch import nn, Tensor
 from torch.utils.data import DataLoader, Subset
 from fastai.callback.core import Callback
+from .data import eval_view
 
 # %% auto #0
 __all__ = ['FEATURE_REDUCTIONS', 'FEATURE_TOKENS', 'DEFAULT_FEATURES', 'CC_LITERAL', 'boxes_from_heatmap', 'box_iou',
@@ -256,7 +257,6 @@ def unwrap_encoder(model: nn.Module) -> nn.Module:
 def _default_eval_view(ds):
     "`data.eval_view(ds)` for a `ViewDataset` (anything with `.images`); other datasets must pass `eval_ds`."
     if not hasattr(ds, 'images'): raise ValueError("BoxRefreshCallback: pass eval_ds, the un-augmented full images in training-set order")
-    from .data import eval_view
     return eval_view(ds)
 
 class BoxRefreshCallback(Callback):

@@ -55,7 +55,7 @@ class Attention(nn.Module):
         out = self.proj(out.transpose(1, 2).reshape(N, T, D))
         return (out, attn) if return_attn else out
 
-# %% ../nbs/02_vit.ipynb #dffc68e9
+# %% ../nbs/02_vit.ipynb #9af65493
 class Mlp(nn.Module):
     "Token-wise MLP. (..., in_features) -> (..., out_features); fc1 -> GELU -> fc2."
     def __init__(self, in_features: int, hidden_features: int, out_features: int | None = None):
@@ -99,7 +99,7 @@ class Block(nn.Module):
         x = x + self.drop_path(self.mlp(self.norm2(x)))
         return (x, attn) if return_attn else x
 
-# %% ../nbs/02_vit.ipynb #241debea
+# %% ../nbs/02_vit.ipynb #535ef0be
 class ViT(nn.Module):
     """Vision Transformer encoder as in MAE. Images (N, in_chans, H, W) with H, W = img_size.
     Tokens: patch tokens (N, L, D), L = num_patches; the cls token is prepended inside `forward_tokens`."""
@@ -163,7 +163,7 @@ class ViT(nn.Module):
         "imgs: (N, C, H, W) -> all tokens (N, 1+L, D), cls first, no masking [, last attention (N, heads, 1+L, 1+L)]."
         return self.forward_tokens(self.embed(imgs), return_attn=return_attn)
 
-# %% ../nbs/02_vit.ipynb #ef5d9b39
+# %% ../nbs/02_vit.ipynb #7303c5a0
 def vit_tiny(**kwargs) -> ViT:
     "ViT-Ti: width 192, depth 12, 3 heads (default 64 px, patch 8)."
     return ViT(**{**dict(embed_dim=192, depth=12, num_heads=3), **kwargs})
