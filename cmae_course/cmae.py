@@ -6,7 +6,7 @@
 __all__ = ['reconstruction_loss', 'CMAE', 'create_cmae', 'cmae_vit_tiny_patch8_dec512d8b', 'cmae_vit_small_patch8_dec512d8b',
            'cmae_vit_base_patch8_dec512d8b', 'cmae_vit_base_patch16_dec512d8b']
 
-# %% ../nbs/09_cmae.ipynb #e41a099f
+# %% ../nbs/09_cmae.ipynb #ac2779f1
 import torch, torch.nn as nn, torch.nn.functional as F
 from .patching import patchify
 from .mae import normalize_patches, create_mae
@@ -14,7 +14,7 @@ from .contrastive import (ProjectionHead, momentum_copy, momentum_update, moment
                                      info_nce, query_tokens, key_tokens, pool_tokens)
 from .location import LocationHead, location_loss, location_accuracy, embed_visible, LOC_LOSSES
 
-# %% ../nbs/09_cmae.ipynb #838bf202
+# %% ../nbs/09_cmae.ipynb #adef5eff
 def reconstruction_loss(imgs, pred, mask, patch_size, norm_pix_loss=False):
     """MAE's loss (same as `MAE.forward_loss`): `imgs: (N, C, H, W)`, `pred: (N, L, p*p*C)`, `mask: (N, L)` 1 = removed
     -> mean over removed patches of the per-patch mean squared error (target normalised per patch if `norm_pix_loss`)."""
@@ -23,7 +23,7 @@ def reconstruction_loss(imgs, pred, mask, patch_size, norm_pix_loss=False):
     loss = ((pred.float() - target.float()) ** 2).mean(dim=-1)
     return (loss * mask).sum() / mask.sum().clamp_min(1)
 
-# %% ../nbs/09_cmae.ipynb #4dc40faa
+# %% ../nbs/09_cmae.ipynb #5b08905a
 class CMAE(nn.Module):
     """Contrastive masked autoencoder (Mao et al. 2022): MAE + contrastive task (Eq. 2-3) + location task (Eq. 4-5),
     loss `lambda_ctr*L_ctr + lambda_loc*L_loc + lambda_rec*L_rec` (Eq. 6). `encoder`: a `ViT`; `decoder`: any registry
@@ -120,7 +120,7 @@ class CMAE(nn.Module):
             loss = loss + self.lambda_ctr * ctr
         return dict(loss=loss, **out, pred=pred, mask=ev['mask'])
 
-# %% ../nbs/09_cmae.ipynb #bb0fd4dc
+# %% ../nbs/09_cmae.ipynb #0a742f5e
 def create_cmae(arch='vit_tiny', img_size=64, patch_size=8, decoder='transformer', *, in_chans=3, dec_dim=512, dec_depth=8,
                 dec_heads=16, mlp_ratio=4., drop_path=0., depth=None, dec_kwargs=None, **cmae_kwargs) -> CMAE:
     """A `CMAE` on a fresh encoder `arch` (a name in `cmae_course.mae.ARCHS` or a dict of ViT kwargs; `depth` overrides its

@@ -25,7 +25,7 @@ class TinyEncoder(nn.Module):
     def forward(self, x): return F.relu(self.conv(x)).mean((2, 3))
 
 
-def worker(out):
+def worker(out_path):
     import torch.distributed as dist
     from cmae_course.moco import MoCo, batch_shuffle_ddp, batch_unshuffle_ddp, concat_all_gather
     dist.init_process_group('gloo')
@@ -64,7 +64,7 @@ def worker(out):
     except ValueError as e: rec['unequal'] = str(e)
     recs = [None] * ws
     dist.all_gather_object(recs, rec)
-    if rank == 0: Path(out).write_text(json.dumps(recs))
+    if rank == 0: Path(out_path).write_text(json.dumps(recs))
     dist.barrier()
     dist.destroy_process_group()
 

@@ -1,0 +1,71 @@
+"""`cmae_pretrain` end to end: one-line errors for bad arguments before any work, and a tiny CMAE run that writes
+checkpoints, metrics.json, figures and a summary."""
+import json, os, subprocess, sys, shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+EXE = shutil.which('cmae_pretrain') or str(Path(sys.executable).parent/'cmae_pretrain')
+ENV = {**os.environ, 'OMP_NUM_THREADS': '2', 'PYTHONWARNINGS': 'ignore'}
+TINY = ['--epochs', '2', '--n-train', '64', '--bs', '16', '--img-size', '32', '--patch-size', '8', '--depth', '1',
+        '--dec-dim', '32', '--dec-depth', '1', '--dec-heads', '2', '--device', 'cpu', '--precision', 'fp32',
+        '--ccrop-warmup', '1', '--ccrop-interval', '1']
+
+
+def run(*args, timeout=240):
+    return subprocess.run([EXE, *args], capture_output=True, text=True, timeout=timeout, env=ENV)
+
+
+def test_bad_argument_is_one_line_error_before_work(tmp_path):
+    r = run('--decoder', 'lstm', '--out', str(tmp_path/'o'))
+    assert r.returncode != 0
+    err = r.stderr.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith('cmae_pretrain: error:') and '--decoder' in err[0], r.stderr[-2000:]
+    assert not (tmp_path/'o').exists()                  # nothing was created: checks ran before any work
+
+
+@pytest.mark.parametrize('kw,msg', [
+    (dict(decoder='lstm'), '--decoder'),
+    (dict(img_size=30, patch_size=8), 'not divisible'),
+    (dict(data='/no/such/folder'), '--data'),
+    (dict(out='/proc/cannot/write/here'), '--out'),
+    (dict(method='simclr'), '--method'),
+    (dict(ccrop_source='saliency'), '--ccrop-source'),
+    (dict(precision='fp8'), '--precision'),
+    (dict(init_mae='/no/such/ckpt.pth'), '--init-mae'),
+])
+def test_bad_arguments(kw, msg, tmp_path):
+    from cmae_course.cli import cmae_pretrain
+    kw.setdefault('out', str(tmp_path/'o'))
+    with pytest.raises((ValueError, FileNotFoundError, PermissionError), match=msg.replace('-', r'\-')):
+        cmae_pretrain(**kw)
+
+
+def test_cli_argv_spellings():
+    from cmae_course.cli import cli_argv
+    assert cli_argv(['--img-size', '32', '--no-ccrop', '--lambda-ctr=0.5']) == ['--img_size', '32', '--ccrop', 'off', '--lambda_ctr=0.5']
+    assert cli_argv(['--ccrop', '--bs', '8']) == ['--ccrop', 'on', '--bs', '8']
+    assert cli_argv(['--ccrop', 'auto', '--no-probe']) == ['--ccrop', 'auto', '--no-probe']
+
+
+def test_tiny_cmae_run_writes_outputs(tmp_path):
+    out = tmp_path/'run'
+    r = run(*TINY, '--out', str(out))
+    assert r.returncode == 0, r.stderr[-3000:]
+    names = {p.name for p in out.iterdir()}
+    for f in ('ckpt_e0001.pt', 'ckpt_e0002.pt', 'metrics.json', 'summary.json', 'encoder.pt',
+              'loss_curves.png', 'reconstructions.png', 'heatmaps.png'):
+        assert f in names, (f, names)
+    hist = json.loads((out/'metrics.json').read_text())
+    assert [h['epoch'] for h in hist] == [1, 2]
+    for k in ('rec', 'ctr', 'loc', 'lr', 'img_s'):
+        assert all(isinstance(h[k], float) for h in hist), (k, hist)
+    assert 'box_iou' in hist[0]                          # boxes refreshed after epoch 1 -> IoU with the true boxes
+    s = json.loads((out/'summary.json').read_text())
+    assert s['method'] == 'cmae' and s['opt_steps'] == 2 * (64 // 16) and 0 <= s['knn_top1'] <= 1
+    assert 'knn_top1' in r.stdout                        # the summary table is printed
+    from cmae_course.checkpoint import load_checkpoint
+    ck = load_checkpoint(out/'ckpt_e0002.pt')            # weights_only load
+    assert ck['epoch'] == 2 and ck['config']['method'] == 'cmae' and ck['boxes'].shape == (64, 4)
+    assert any(k.startswith('m_encoder.') for k in ck['model'])   # the momentum encoder is saved

@@ -1,0 +1,45 @@
+"""SIGKILL a tiny `cmae_pretrain` run in the middle of an epoch, rerun it with --resume: it finishes with the same
+number of optimiser steps as an uninterrupted run, and the checkpoint it resumed from loads (weights_only)."""
+import json, os, re, signal, subprocess, sys, shutil, time
+from pathlib import Path
+
+import torch
+
+EXE = shutil.which('cmae_pretrain') or str(Path(sys.executable).parent/'cmae_pretrain')
+ENV = {**os.environ, 'OMP_NUM_THREADS': '2', 'PYTHONWARNINGS': 'ignore'}
+EPOCHS, N, BS = 3, 96, 8
+ARGS = ['--epochs', str(EPOCHS), '--n-train', str(N), '--bs', str(BS), '--img-size', '32', '--patch-size', '8',
+        '--depth', '1', '--dec-dim', '32', '--dec-depth', '1', '--dec-heads', '2', '--device', 'cpu', '--precision', 'fp32',
+        '--keep', '5', '--no-probe', '--no-figures']
+
+
+def test_sigkill_then_resume(tmp_path):
+    out = tmp_path/'run'
+    p = subprocess.Popen([EXE, *ARGS, '--out', str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV)
+    t0 = time.time()
+    try:
+        while not (out/'ckpt_e0001.pt').exists():           # wait for the first epoch's checkpoint ...
+            assert p.poll() is None, 'run ended before writing a checkpoint'
+            assert time.time() - t0 < 240, 'no checkpoint after 240 s'
+            time.sleep(0.1)
+        time.sleep(1.0)                                       # ... then kill in the middle of epoch 2 (12 iterations)
+        assert p.poll() is None, 'run finished before it could be killed'
+        os.kill(p.pid, signal.SIGKILL)
+        p.wait(30)
+    finally:
+        if p.poll() is None: p.kill(); p.wait()
+    assert p.returncode == -signal.SIGKILL
+    left = sorted(q.name for q in out.glob('ckpt_e*.pt'))
+    assert 'ckpt_e0003.pt' not in left, left
+    r = subprocess.run([EXE, *ARGS, '--out', str(out), '--resume'], capture_output=True, text=True, timeout=240, env=ENV)
+    assert r.returncode == 0, r.stderr[-3000:]
+    m = re.search(r'resumed from (\S+) \(epoch (\d+)', r.stdout)
+    assert m, r.stdout[-2000:]
+    from cmae_course.checkpoint import load_checkpoint
+    ck = load_checkpoint(m[1])                               # the checkpoint we resumed from is intact
+    assert ck['epoch'] == int(m[2]) >= 1 and ck['opt_steps'] == ck['epoch'] * (N // BS)
+    s = json.loads((out/'summary.json').read_text())
+    assert s['opt_steps'] == EPOCHS * (N // BS)              # same final step count as an uninterrupted run
+    hist = json.loads((out/'metrics.json').read_text())
+    assert [h['epoch'] for h in hist] == list(range(1, EPOCHS + 1))
+    assert not list(out.glob('.*.tmp'))                      # no temp files left behind by the atomic writes
