@@ -7,13 +7,13 @@ __all__ = ['dist_info', 'concat_all_gather', 'info_nce_logits', 'info_nce', 'Pro
            'momentum_schedule', 'split_ids', 'restore', 'pool_tokens', 'block_diag_mask', 'encode_groups',
            'query_tokens', 'key_tokens']
 
-# %% ../nbs/07_contrastive.ipynb #e53bafd3
+# %% ../nbs/07_contrastive.ipynb #9dee0eb7
 import copy, math
 import torch, torch.nn as nn, torch.nn.functional as F
 import torch.distributed as dist
 from .patching import take_tokens
 
-# %% ../nbs/07_contrastive.ipynb #f0348394
+# %% ../nbs/07_contrastive.ipynb #1a843e0a
 def dist_info():
     "`(rank, world_size)` of the default process group, `(0, 1)` when not distributed."
     if dist.is_available() and dist.is_initialized(): return dist.get_rank(), dist.get_world_size()
@@ -28,7 +28,7 @@ def concat_all_gather(t):
     dist.all_gather(out, t.contiguous())
     return torch.cat(out, 0)
 
-# %% ../nbs/07_contrastive.ipynb #658b1fe4
+# %% ../nbs/07_contrastive.ipynb #363c02a7
 def info_nce_logits(q, k, tau=0.2):
     "`q, k: (N, C)` L2-normalised -> `(logits (N, world*N), labels (N,))`; negatives are the other images' keys of the global batch."
     if q.shape != k.shape: raise ValueError(f"q and k must have the same shape, got {tuple(q.shape)} and {tuple(k.shape)}")
@@ -43,7 +43,7 @@ def info_nce(q, k, tau=0.2):
     logits, labels = info_nce_logits(q, k.detach(), tau)
     return F.cross_entropy(logits, labels)
 
-# %% ../nbs/07_contrastive.ipynb #6d6a1c48
+# %% ../nbs/07_contrastive.ipynb #664da1c1
 class ProjectionHead(nn.Sequential):
     "MoCo v2 projection `Linear(in_dim, hidden_dim) -> ReLU -> Linear(hidden_dim, out_dim)`, no BatchNorm. `(N, in_dim) -> (N, out_dim)`."
     def __init__(self, in_dim, hidden_dim=2048, out_dim=256):
@@ -51,7 +51,7 @@ class ProjectionHead(nn.Sequential):
         for m in self:
             if isinstance(m, nn.Linear): nn.init.xavier_uniform_(m.weight); nn.init.zeros_(m.bias)
 
-# %% ../nbs/07_contrastive.ipynb #9a3c84b4
+# %% ../nbs/07_contrastive.ipynb #42e9ac05
 def momentum_copy(module):
     "A frozen deep copy of `module` (every parameter `requires_grad=False`), the starting point of ME and MP."
     target = copy.deepcopy(module)
@@ -73,7 +73,7 @@ def momentum_schedule(step, total_steps, base=0.996, final=1.0):
     t = min(max(step / max(total_steps, 1), 0.), 1.)
     return final - 0.5 * (1. + math.cos(math.pi * t)) * (final - base)
 
-# %% ../nbs/07_contrastive.ipynb #ed1257c2
+# %% ../nbs/07_contrastive.ipynb #3766d47d
 def split_ids(ids_restore, len_keep):
     "`ids_restore: (N, L)` -> `(ids_keep (N, len_keep), ids_masked (N, L-len_keep))`, both in MAE's shuffled order."
     ids_shuffle = torch.argsort(ids_restore, dim=1)
@@ -93,7 +93,7 @@ def pool_tokens(h, cls=None, pool='mean'):
         return cls
     raise ValueError(f"pool must be 'mean' or 'cls', got {pool!r}")
 
-# %% ../nbs/07_contrastive.ipynb #c6c8e3cc
+# %% ../nbs/07_contrastive.ipynb #1a4140b4
 def _block_masked(blk, x, attn_mask, num_heads):
     "`Block.forward` of `cmae_course.vit` (norm1, attn.qkv, attn.proj, drop_path, norm2, mlp) with a boolean `attn_mask` (True = may attend)."
     N, T, C = x.shape
@@ -123,7 +123,7 @@ def encode_groups(encoder, groups, one_pass=False):
     for blk in encoder.blocks: x = _block_masked(blk, x, mask, encoder.num_heads)
     return list(encoder.norm(x).split(sizes, dim=1))
 
-# %% ../nbs/07_contrastive.ipynb #862618c0
+# %% ../nbs/07_contrastive.ipynb #2153d59e
 def query_tokens(encoder, x_pe, latent, ids_restore):
     """Eq. 2, online side: `h1 = restore(concat[q1, detach(q2)])`.
     `x_pe: (N, L, D)` patch embeddings + PE in image order; `latent: (N, 1+l, D)` = E(cls + visible tokens) with

@@ -1,11 +1,12 @@
-"ContrastiveCrop pieces that notebooks are bad at: 2-process box gathering (gloo), and the refresh callback inside a real fastai fit."
+"ContrastiveCrop pieces that notebooks are bad at: 2-process box gathering and box refresh (gloo), and the refresh callback inside a real fastai fit."
 import tempfile
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
-from cmae_course.ccrop import gather_boxes, shard_indices, BoxRefreshCallback, whole_image_boxes
+from types import SimpleNamespace
+from cmae_course.ccrop import gather_boxes, shard_indices, BoxRefreshCallback, whole_image_boxes, dataset_boxes
 from cmae_course.vit import ViT
 
 
@@ -25,6 +26,18 @@ def _gather_worker(rank, world, init_file, n, out_file):
         # unequal shards, explicit: rank 0 does items 0..1, rank 1 does the rest
         idxs = torch.arange(0, 2) if rank == 0 else torch.arange(2, n)
         res['uneven'] = (idxs.tolist(), gather_boxes(_fake_boxes(idxs), idxs, n).tolist())
+        # the callback's refresh under the process group: each rank does its shard, the gathered table equals one process's
+        torch.manual_seed(0)
+        ds, model = _Squares(9), _Model()
+        cb = BoxRefreshCallback(warmup=1, interval=1, k=0.2, source='attention', eval_ds=ds, bs=1)
+        cb.learn = SimpleNamespace(model=model, epoch=0, n_epoch=3, dls=SimpleNamespace(train=SimpleNamespace(dataset=ds)))
+        cb.before_fit()
+        seen = []
+        hook = model.encoder.patch_embed.register_forward_hook(lambda m, i, o: seen.append(o.shape[0]))
+        table = cb.refresh()
+        hook.remove()
+        ref = dataset_boxes(model.encoder, ds, sources=('attention',), ks=(0.2,), bs=1)[('attention', 0.2)]
+        res['callback'] = (table.tolist(), ref.tolist(), ds.boxes.t.tolist(), ds.boxes.use_box, cb.learn.ccrop_log, sum(seen))
         torch.save(res, f'{out_file}.{rank}')
     finally:
         dist.destroy_process_group()
@@ -41,6 +54,11 @@ def test_gather_boxes_two_ranks(tmp_path):
     for r in range(2):
         for mode in ('strided', 'contiguous', 'uneven'):
             torch.testing.assert_close(torch.tensor(res[r][mode][1]), expected)
+        table, ref, written, use_box, log, n_seen = res[r]['callback']
+        assert n_seen == [5, 4][r]                                 # each rank encoded only its strided shard of 9 items
+        assert torch.tensor(table).shape == (9, 4) and table == ref == written and use_box
+        assert log[0]['epoch'] == 0 and log[0]['n_true'] == 8
+    assert res[0]['callback'][0] == res[1]['callback'][0]
 
 
 # ---- callback in a real fastai fit, with a minimal dataset that follows the data.py contract

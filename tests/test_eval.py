@@ -46,9 +46,11 @@ def test_knn_equals_hand_computation():
     # query 0 (45 deg): sims [r2, r2, -r2, 1.4*r2, -r2]; k=3 -> items 3, 0 (class 0) and 1 (class 1)
     # query 1 (down): sims [0, -1, 0, -0.8, 1]; k=3 -> item 4 (class 2, s=1), items 0 (class 0) and 2 (class 1) with s=0
     e = lambda s: math.exp(s / 0.07)
-    hand = torch.tensor([[e(1.4 * r2) + e(r2), e(r2), 0.], [e(0.), e(0.), e(1.)]])
+    votes = torch.tensor([[e(1.4 * r2) + e(r2), e(r2), 0.], [e(0.), e(0.), e(1.)]])
+    hand = votes / votes.sum(1, keepdim=True)                        # scores = each class's share of the votes
     got = knn_scores(bank, y, q, k=3, T=0.07, n_classes=3, chunk=1)
-    assert torch.allclose(got, hand, rtol=1e-4)
+    assert torch.allclose(got, hand, rtol=1e-4, atol=1e-7)
+    assert torch.allclose(knn_scores(bank, y, q, k=3, T=1e-4, n_classes=3).argmax(1), torch.tensor([0, 2]))  # tiny T: no overflow
     assert knn_eval(bank, y, q, torch.tensor([0, 2]), k=3) == dict(top1=100., top5=100.)
 
 
@@ -121,7 +123,7 @@ def test_moco_checkpoint(tmp_path):
                tmp_path / 'ckpt_e0003.pt')
     enc, cfg = load_encoder(tmp_path)
     x = torch.randn(2, 3, 32, 32)
-    assert cfg['arch'] == 'resnet' and torch.allclose(enc(x), moco.encoder(x), atol=1e-5)
+    assert cfg['encoder_type'] == 'resnet' and torch.allclose(enc(x), moco.encoder(x), atol=1e-5)
 
 
 def test_knn_monitor_in_metrics_json(tmp_path):
@@ -130,18 +132,23 @@ def test_knn_monitor_in_metrics_json(tmp_path):
     from cmae_course.mae import create_mae
     from cmae_course.train import ssl_learner, fit_ssl
     from cmae_course.checkpoint import SaveCheckpoints
+    from fastai.callback.core import Callback
     root = make_default_dataset(root=tmp_path / 'd', n_classes=3, n_train=8, n_val=2, size=32)
     tr, va = load_split(root, 'train', 32), load_split(root, 'val', 32)
     torch.manual_seed(0)
     mae = create_mae(dict(embed_dim=32, depth=1, num_heads=2), img_size=32, patch_size=8, dec_dim=32, dec_depth=1, dec_heads=2)
     dls = mae_dataloaders(images=(tr, va), img_size=32, bs=8, device='cpu')
     mon = KNNMonitorCallback(eval_view(dls.train.dataset), ViewDataset(va, 'eval', 32), every=2)
-    learn = ssl_learner(mae, dls, device='cpu', precision='fp32', cbs=[mon, SaveCheckpoints(tmp_path / 'run')])
+    modes = []
+    class Modes(Callback):
+        order = 46                                                    # right after the monitor (45)
+        def after_train(self): modes.append(all(m.training for m in self.learn.model.modules()))
+    learn = ssl_learner(mae, dls, device='cpu', precision='fp32', cbs=[mon, Modes(), SaveCheckpoints(tmp_path / 'run', config=dict(num_heads=2))])
     with learn.no_bar(), learn.no_logging(): fit_ssl(learn, 3, lr=1e-3)
     hist = json.loads((tmp_path / 'run' / 'metrics.json').read_text())
     assert [h.get('knn_top1') is not None for h in hist] == [False, True, True]   # every 2 epochs + the last one
     assert [r['epoch'] for r in learn.knn_log] == [1, 2] and learn.extra_metrics['knn_top1'] == learn.knn_log[-1]['knn_top1']
-    assert mae.encoder.training                                       # modes restored after the kNN passes
+    assert modes == [True, True, True]                                # train mode restored after the kNN passes
     enc, _ = load_encoder(tmp_path / 'run')                            # and cmae_eval reads the run folder
     x = ViewDataset(va, 'eval', 32).get_batch([0, 1])[0]
     mae.encoder.eval()

@@ -9,7 +9,6 @@ gets random weights, its state dict is saved in the official `{'model': state_di
 Run with `pytest -s` to see the max abs differences.
 """
 from functools import partial
-import pickle
 
 import numpy as np
 import pytest
@@ -140,8 +139,8 @@ CONFIGS = {   # small, fast configurations; the first one uses the MAE head pres
                              decoder_embed_dim=64, decoder_depth=2, decoder_num_heads=16), load={}),
     'odd96': dict(ref=dict(img_size=48, patch_size=4, in_chans=1, embed_dim=96, depth=3, num_heads=4, mlp_ratio=2.,
                            decoder_embed_dim=32, decoder_depth=1, decoder_num_heads=4),
-                  load=dict(num_heads=4, decoder_num_heads=4)),
-}
+                  load=dict(num_heads=4, decoder_num_heads=4), unfused=True),
+}   # unfused: the oracle computes softmax(q k^T / sqrt(d)) v explicitly (timm fused_attn=False), a different kernel
 
 
 @pytest.mark.parametrize('norm_pix_loss', [False, True])
@@ -150,6 +149,8 @@ def test_official_checkpoint_matches_reference(tmp_path, cfg, norm_pix_loss):
     torch.manual_seed(0)
     c = CONFIGS[cfg]
     ref = randomize_(RefMAE(norm_pix_loss=norm_pix_loss, **c['ref'])).eval()
+    if c.get('unfused'):
+        for blk in [*ref.blocks, *ref.decoder_blocks]: blk.attn.fused_attn = False
     path = tmp_path / 'checkpoint-0.pth'
     torch.save({'model': ref.state_dict(), 'epoch': 0}, path)
     ours = load_official_mae(path, norm_pix_loss=norm_pix_loss, **c['load']).eval()
@@ -159,7 +160,7 @@ def test_official_checkpoint_matches_reference(tmp_path, cfg, norm_pix_loss):
     with torch.no_grad():
         expected, got = ref(imgs, 0.75, noise), ours(imgs, mask_ratio=0.75, noise=noise)
     d = max_diffs(expected, got)
-    print(f'\n[{cfg}, norm_pix_loss={norm_pix_loss}] max abs diff vs reference MAE: loss {d[0]:.2e}  pred {d[1]:.2e}  mask {d[2]:.0e}')
+    print(f'\n[{cfg}{", unfused oracle" if c.get("unfused") else ""}, norm_pix_loss={norm_pix_loss}] max abs diff vs reference MAE: loss {d[0]:.2e}  pred {d[1]:.2e}  mask {d[2]:.0e}')
     assert torch.equal(expected[2], got[2])
     assert d[0] < 1e-5 and d[1] < 1e-4
 
@@ -206,6 +207,8 @@ def test_strict_keys(tmp_path):
 def test_missing_shape_keys_and_files(tmp_path):
     with pytest.raises(ValueError, match='decoder_pred.weight'):
         load_official_mae(_saved_ref(tmp_path, drop=['decoder_pred.weight']))
+    with pytest.raises(ValueError, match=r"shape mismatches \['decoder_pos_embed \(1, 5, 64\) vs \(1, 17, 64\)'\]"):
+        load_official_mae(_saved_ref(tmp_path, extra={'decoder_pos_embed': torch.zeros(1, 5, 64)}))
     with pytest.raises(FileNotFoundError, match='nope.pth'):
         load_official_mae(tmp_path / 'nope.pth')
     torch.save({'model': [1, 2, 3]}, tmp_path / 'list.pth')
@@ -221,7 +224,7 @@ class _Evil:
 
 def test_loading_never_runs_code(tmp_path):
     _Evil.marker = str(tmp_path / 'pwned')
-    with open(tmp_path / 'evil.pth', 'wb') as f: pickle.dump({'model': _Evil()}, f)
+    torch.save({'model': _Evil()}, tmp_path / 'evil.pth')
     with pytest.raises(ValueError, match='weights_only'):
         load_official_mae(tmp_path / 'evil.pth')
     assert not (tmp_path / 'pwned').exists()
@@ -251,11 +254,16 @@ def test_export_timm_same_features(arch):
     name, kwargs = timm_config(enc)
     assert name == {'vit_tiny': 'vit_tiny_patch16_224', 'vit_small': 'vit_small_patch16_224',
                     'vit_base': 'vit_base_patch16_224'}[arch]
-    tm = timm.create_model(name, pretrained=False, **kwargs).eval()
+    assert kwargs['pretrained'] is False          # nothing is downloaded
+    tm = timm.create_model(name, **kwargs).eval()
     tm.load_state_dict(export_timm(enc), strict=True)
     imgs = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         ours, feats, pooled = enc(imgs), tm.forward_features(imgs), tm(imgs)
+    for blk in tm.blocks: blk.attn.fused_attn = False                  # timm's explicit-softmax path, another kernel
+    with torch.no_grad(): unfused = tm.forward_features(imgs)
     d_tokens, d_cls = (ours - feats).abs().max().item(), (ours[:, 0] - pooled).abs().max().item()
-    print(f'\n[{arch} -> {name}] max abs diff: all tokens {d_tokens:.2e}, pooled cls feature {d_cls:.2e}')
-    assert pooled.shape == (2, enc.embed_dim) and d_tokens < 1e-4 and d_cls < 1e-4
+    d_unfused = (ours - unfused).abs().max().item()
+    print(f'\n[{arch} -> {name}] max abs diff: all tokens {d_tokens:.2e}, pooled cls feature {d_cls:.2e}, '
+          f'all tokens vs unfused timm attention {d_unfused:.2e}')
+    assert pooled.shape == (2, enc.embed_dim) and d_tokens < 1e-4 and d_cls < 1e-4 and d_unfused < 1e-4
