@@ -69,11 +69,14 @@ def eval_mode(model: nn.Module):
     finally:
         for m, t in modes: m.training = t
 
-def minmax_normalize(m: Tensor, eps: float = 1e-12) -> Tensor:
-    "Per-image min-max normalisation of m: (N, ...) to [0, 1]; a flat map becomes all zeros (CC's formula would give NaN)."
-    flat = m.flatten(1)
-    lo, hi = flat.amin(1, keepdim=True), flat.amax(1, keepdim=True)
-    return ((flat - lo) / (hi - lo).clamp_min(eps)).view_as(m)
+def minmax_normalize(m: Tensor, rtol: float = 1e-5) -> Tensor:
+    """Per-image min-max normalisation of m: (N, ...) to [0, 1]. A flat map, whose range is within float rounding of its values
+    (range <= rtol * max|m|), becomes all zeros instead of amplified rounding noise (CC's formula gives NaN or noise)."""
+    x = m.flatten(1)
+    lo, hi = x.amin(1, keepdim=True), x.amax(1, keepdim=True)
+    rng = hi - lo
+    flat = rng <= rtol * torch.maximum(lo.abs(), hi.abs())
+    return torch.where(flat, torch.zeros_like(x), (x - lo) / torch.where(flat, torch.ones_like(rng), rng)).view_as(m)
 
 def upsample_map(m: Tensor, size: tuple[int, int]) -> Tensor:
     "Bilinear upsampling (align_corners=False, as CC) of patch-grid maps m: (N, h, w) to size (H, W) -> (N, H, W)."
@@ -82,7 +85,7 @@ def upsample_map(m: Tensor, size: tuple[int, int]) -> Tensor:
 # %% ../nbs/06_ccrop.ipynb #c016
 FEATURE_REDUCTIONS = ('sum', 'l2')
 FEATURE_TOKENS = ('post_norm', 'pre_norm')
-DEFAULT_FEATURES = ('l2', 'pre_norm')   # what 'features' means; chosen by the IoU measurement in the lesson
+DEFAULT_FEATURES = ('l2', 'post_norm')  # what 'features' means; chosen by the IoU measurement in the lesson
 CC_LITERAL = 'features:sum:post_norm'   # ContrastiveCrop's recipe applied to a ViT word for word
 
 def parse_source(source: str) -> tuple:
@@ -126,7 +129,7 @@ def scores_to_heatmap(s: Tensor, grid: tuple[int, int], size: tuple[int, int]) -
 def heatmap(encoder: nn.Module, imgs: Tensor, source: str = 'features') -> Tensor:
     """ContrastiveCrop heatmap of a ViT `encoder` on full, un-augmented imgs: (N, C, H, W) -> (N, H, W) in [0, 1].
     source: 'attention' (last block, cls -> patches, mean over heads) or 'features[:<sum|l2>:<post_norm|pre_norm>]'
-    (last-layer patch tokens reduced over D; CC_LITERAL = 'features:sum:post_norm'; 'features' = DEFAULT_FEATURES).
+    (last-layer patch tokens reduced over D; CC_LITERAL = 'features:sum:post_norm'; 'features' = DEFAULT_FEATURES = l2 of post_norm).
     Runs in eval mode under no_grad; every submodule gets its previous train/eval mode back."""
     if imgs.ndim != 4: raise ValueError(f"imgs must have shape (N, C, H, W), got {tuple(imgs.shape)}")
     parse_source(source)

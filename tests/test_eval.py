@@ -1,12 +1,10 @@
-"Evaluation protocols and the `cmae_eval` command: kNN by hand, linear probe, layer decay, CLI JSON, bad input, metrics.json."
+"Evaluation protocols and the `cmae_eval` command: kNN by hand, linear probe, layer decay, CLI JSON, bad input."
 import json, math, subprocess, sys
 from pathlib import Path
 import pytest
 import torch
-import torch.nn as nn
 
-from cmae_course.evaluate import (knn_scores, knn_eval, linear_probe, param_groups_lrd, Classifier, load_encoder, run_eval,
-                                  KNNMonitorCallback, extract_features)
+from cmae_course.evaluate import knn_scores, knn_eval, linear_probe, param_groups_lrd, Classifier, load_encoder, run_eval
 from cmae_course.vit import ViT
 
 BIN = Path(sys.executable).parent
@@ -124,32 +122,3 @@ def test_moco_checkpoint(tmp_path):
     enc, cfg = load_encoder(tmp_path)
     x = torch.randn(2, 3, 32, 32)
     assert cfg['encoder_type'] == 'resnet' and torch.allclose(enc(x), moco.encoder(x), atol=1e-5)
-
-
-def test_knn_monitor_in_metrics_json(tmp_path):
-    "The monitor's knn_top1 reaches metrics.json through the Recorder (train.ssl_learner + checkpoint.SaveCheckpoints)."
-    from cmae_course.data import make_default_dataset, load_split, mae_dataloaders, eval_view, ViewDataset
-    from cmae_course.mae import create_mae
-    from cmae_course.train import ssl_learner, fit_ssl
-    from cmae_course.checkpoint import SaveCheckpoints
-    from fastai.callback.core import Callback
-    root = make_default_dataset(root=tmp_path / 'd', n_classes=3, n_train=8, n_val=2, size=32)
-    tr, va = load_split(root, 'train', 32), load_split(root, 'val', 32)
-    torch.manual_seed(0)
-    mae = create_mae(dict(embed_dim=32, depth=1, num_heads=2), img_size=32, patch_size=8, dec_dim=32, dec_depth=1, dec_heads=2)
-    dls = mae_dataloaders(images=(tr, va), img_size=32, bs=8, device='cpu')
-    mon = KNNMonitorCallback(eval_view(dls.train.dataset), ViewDataset(va, 'eval', 32), every=2)
-    modes = []
-    class Modes(Callback):
-        order = 46                                                    # right after the monitor (45)
-        def after_train(self): modes.append(all(m.training for m in self.learn.model.modules()))
-    learn = ssl_learner(mae, dls, device='cpu', precision='fp32', cbs=[mon, Modes(), SaveCheckpoints(tmp_path / 'run', config=dict(num_heads=2))])
-    with learn.no_bar(), learn.no_logging(): fit_ssl(learn, 3, lr=1e-3)
-    hist = json.loads((tmp_path / 'run' / 'metrics.json').read_text())
-    assert [h.get('knn_top1') is not None for h in hist] == [False, True, True]   # every 2 epochs + the last one
-    assert [r['epoch'] for r in learn.knn_log] == [1, 2] and learn.extra_metrics['knn_top1'] == learn.knn_log[-1]['knn_top1']
-    assert modes == [True, True, True]                                # train mode restored after the kNN passes
-    enc, _ = load_encoder(tmp_path / 'run')                            # and cmae_eval reads the run folder
-    x = ViewDataset(va, 'eval', 32).get_batch([0, 1])[0]
-    mae.encoder.eval()
-    assert torch.allclose(enc(x), mae.encoder(x), atol=1e-5)
