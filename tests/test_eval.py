@@ -122,3 +122,15 @@ def test_moco_checkpoint(tmp_path):
     enc, cfg = load_encoder(tmp_path)
     x = torch.randn(2, 3, 32, 32)
     assert cfg['encoder_type'] == 'resnet' and torch.allclose(enc(x), moco.encoder(x), atol=1e-5)
+
+
+def test_official_mae_layout(tmp_path):
+    "An official MAE file: {'model': encoder keys without prefix + decoder_* / mask_token}; heads = width // 64."
+    torch.manual_seed(0)
+    enc = ViT(img_size=32, patch_size=8, embed_dim=128, depth=2, num_heads=2)
+    sd = dict(enc.state_dict(), mask_token=torch.zeros(1, 1, 128), **{'decoder_pred.weight': torch.zeros(192, 64)})
+    torch.save(dict(model=sd), tmp_path / 'mae_pretrain_vit_tiny.pth')
+    got, cfg = load_encoder(tmp_path / 'mae_pretrain_vit_tiny.pth')
+    x = torch.randn(2, 3, 32, 32)
+    enc.eval()
+    assert got.num_heads == 2 and got.patch_embed.img_size == (32, 32) and torch.allclose(got(x), enc(x), atol=1e-5)
