@@ -117,7 +117,7 @@ def test_ddp_first_step_matches_single_process(tmp_path):
         order = 100
         def after_loss(self):
             if self.train_iter == 0:
-                first.update({k: float(v) for k, v in self.pred.items() if torch.is_tensor(v) and v.ndim == 0})
+                first.update({k: float(v.detach()) for k, v in self.pred.items() if torch.is_tensor(v) and v.ndim == 0})
         def after_step(self):
             if self.learn.opt_steps == 1:
                 first['w1'] = torch.cat([p.detach().flatten() for p in unwrap(self.learn.model).parameters()])
