@@ -4,7 +4,7 @@
 
 # %% ../nbs/12_cli.ipynb #156e0454
 from __future__ import annotations
-import json, math, os, sys, tempfile, time
+import json, math, os, sys, tempfile, time, warnings
 from pathlib import Path
 
 import torch
@@ -12,6 +12,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torch.distributed as dist
 from fastcore.script import call_parse, is_cli
+
+# fastai's import warns that `torch.jit.script` is deprecated: noise for a CLI user, so it is silenced before fastai loads
+warnings.filterwarnings('ignore', message=r'`torch.jit.script` is deprecated', category=FutureWarning)
 
 from .train import (pick_device, pick_precision, PRECISIONS, ssl_learner, fit_ssl, lr_from_blr, unwrap,
                                init_distributed, is_rank0, world_size, NonFiniteLossError)
