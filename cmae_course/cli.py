@@ -23,8 +23,8 @@ from .checkpoint import (SaveCheckpoints, ResumeState, latest_checkpoint, load_c
 
 # %% auto #0
 __all__ = ['PRESETS', 'DEFAULTS', 'ARCHS', 'METHODS', 'CCROP_SOURCES', 'LOC_MODES', 'resolve_config', 'build_model',
-           'cmae_kwargs', 'build_data', 'encode', 'knn_accuracy', 'plot_losses', 'reconstruct', 'plot_reconstructions',
-           'plot_heatmaps', 'pretrain', 'print_summary', 'cli_argv', 'cmae_pretrain']
+           'cmae_kwargs', 'build_data', 'plot_losses', 'reconstruct', 'plot_reconstructions', 'plot_heatmaps',
+           'pretrain', 'print_summary', 'cli_argv', 'cmae_pretrain']
 
 # %% ../nbs/12_cli.ipynb #fb3b9c6f
 PRESETS = dict(
@@ -139,27 +139,6 @@ def build_data(c:dict, device:torch.device):
                                     seed=c['seed'], device=device, images=(train, valid), alpha=c['ccrop_alpha'])
     return dls, (train, valid)
 
-# %% ../nbs/12_cli.ipynb #076cb58a
-@torch.no_grad()
-def encode(encoder:nn.Module, ds, bs:int=256, pool:str='mean') -> torch.Tensor:
-    "Frozen features (N, D) of dataset `ds` (items (img, ...)): mean of patch tokens ('mean') or the cls token ('cls')."
-    was = encoder.training; encoder.eval()
-    dev, feats = next(encoder.parameters()).device, []
-    for i in range(0, len(ds), bs):
-        x = ds.get_batch(list(range(i, min(i + bs, len(ds)))))[0].to(dev)
-        t = encoder(x)
-        feats.append((t[:, 1:].mean(1) if pool == 'mean' else t[:, 0]).float().cpu())
-    encoder.train(was)
-    return torch.cat(feats)
-
-def knn_accuracy(train_f, train_y, test_f, test_y, k:int=20, T:float=0.07, n_classes:int|None=None) -> float:
-    "Top-1 accuracy of a weighted kNN: cosine similarity, top-k neighbours vote with weight exp(sim/T)."
-    n_classes = n_classes or int(max(train_y.max(), test_y.max())) + 1
-    tr, te = F.normalize(train_f, dim=1), F.normalize(test_f, dim=1)
-    sim, idx = (te @ tr.T).topk(min(k, len(tr)), dim=1)
-    votes = torch.zeros(len(te), n_classes).scatter_add_(1, train_y[idx], (sim / T).exp())
-    return (votes.argmax(1) == test_y).float().mean().item()
-
 # %% ../nbs/12_cli.ipynb #5a6028f3
 def plot_losses(history:list, fname=None):
     "One panel per logged loss part over epochs, from the `metrics.json` history."
@@ -215,9 +194,7 @@ def plot_heatmaps(encoder, imgs, true_boxes=None, source='features', k=0.1, fnam
     import matplotlib.pyplot as plt, matplotlib.patches as patches
     from cmae_course.ccrop import heatmap, boxes_from_heatmap
     from cmae_course.data import denormalize
-    was = encoder.training; encoder.eval()
-    with torch.no_grad(): hm = heatmap(encoder, imgs, source).float().cpu()
-    encoder.train(was)
+    hm = heatmap(encoder, imgs, source).float().cpu()          # eval mode and no_grad inside, modes restored
     boxes, n, S = boxes_from_heatmap(hm, k), len(imgs), imgs.shape[-1]
     fig, axs = plt.subplots(2, n, figsize=(1.1 * n, 2.4), dpi=72, squeeze=False)
     for i in range(n):
@@ -306,17 +283,12 @@ def _figures(net, learn, dls, valid_ims, c, out):
     plot_heatmaps(net.encoder, x, ev.true_boxes[idx], c['ccrop_source'], c['ccrop_k'], out/'heatmaps.png')
 
 def _evaluate(encoder, dls, valid_ims, c) -> dict:
-    "kNN (above) and, when `cmae_course.evaluate` is installed, its linear probe, both on mean-pooled frozen features."
+    "kNN and linear probe from `cmae_course.evaluate` on one extraction of mean-pooled frozen features; top-1 as fractions."
     from cmae_course.data import ViewDataset, eval_view
+    from cmae_course.evaluate import evaluate_encoder
     tr, va = eval_view(dls.train.dataset), ViewDataset(valid_ims, 'eval', c['img_size'])
-    ftr, fva = encode(encoder, tr), encode(encoder, va)
-    res = dict(knn_top1=round(knn_accuracy(ftr, tr.labels, fva, va.labels, n_classes=len(tr.classes)), 4))
-    try: from cmae_course import evaluate as ev
-    except ImportError: ev = None
-    if ev is not None and hasattr(ev, 'linear_probe'):     # MAE's probe recipe on the same cached features
-        try: res['linprobe_top1'] = round(ev.linear_probe(ftr, tr.labels, fva, va.labels, n_classes=len(tr.classes))['top1'] / 100, 4)
-        except Exception as e: res['linprobe_error'] = f"{type(e).__name__}: {e}"
-    return res
+    r = evaluate_encoder(encoder, tr, va, readout='mean')
+    return dict(knn_top1=round(r['knn_top1'] / 100, 4), linprobe_top1=round(r['linear_top1'] / 100, 4))
 
 def print_summary(s:dict):
     "A short two-column table of the run's summary."

@@ -26,11 +26,11 @@ import fastai.callback.progress, fastai.callback.fp16  # patch Learner.no_bar, L
 from fastcore.script import call_parse
 
 # %% auto #0
-__all__ = ['PROBE_OPTS', 'PROTOCOLS', 'is_vit', 'feature_fn', 'eval_mode', 'extract_features', 'file_hash', 'cache_key',
-           'FeatureCache', 'topk_accuracy', 'knn_scores', 'knn_eval', 'LARS', 'lr_at', 'single_thread', 'linear_head',
-           'linear_probe', 'layer_id', 'param_groups_lrd', 'set_drop_path', 'Classifier', 'LayerDecayLR', 'finetune',
-           'get_encoder', 'KNNMonitorCallback', 'vit_from_state_dict', 'resnet_from_state_dict', 'resolve_checkpoint',
-           'load_encoder', 'load_eval_data', 'evaluate_encoder', 'run_eval', 'cmae_eval']
+__all__ = ['PROBE_OPTS', 'PROTOCOLS', 'is_vit', 'feature_fn', 'extract_features', 'file_hash', 'cache_key', 'FeatureCache',
+           'topk_accuracy', 'knn_scores', 'knn_eval', 'LARS', 'lr_at', 'single_thread', 'linear_head', 'linear_probe',
+           'layer_id', 'param_groups_lrd', 'set_drop_path', 'Classifier', 'LayerDecayLR', 'finetune', 'get_encoder',
+           'KNNMonitorCallback', 'vit_from_state_dict', 'resnet_from_state_dict', 'resolve_checkpoint', 'load_encoder',
+           'load_eval_data', 'evaluate_encoder', 'run_eval', 'cmae_eval']
 
 # %% ../nbs/13_eval.ipynb #567a5c00
 def is_vit(m: nn.Module) -> bool:
@@ -52,14 +52,7 @@ def feature_fn(encoder: nn.Module, readout: str = 'cls') -> Callable[[Tensor], T
     return fn
 
 # %% ../nbs/13_eval.ipynb #c537b1cc
-@contextmanager
-def eval_mode(module: nn.Module):
-    "Put every submodule in eval mode and restore each one's own `training` flag afterwards (not just the top one's)."
-    modes = [(m, m.training) for m in module.modules()]
-    module.eval()
-    try: yield module
-    finally:
-        for m, t in modes: m.training = t
+from .ccrop import eval_mode   # eval mode inside a block; every submodule's own flag restored afterwards
 
 def _device_of(module: nn.Module) -> torch.device:
     p = next(module.parameters(), None)
