@@ -170,6 +170,9 @@ def epoch_record(learn) -> dict:
     rec = dict(epoch=int(learn.epoch) + 1, opt_steps=int(getattr(learn, 'opt_steps', 0)))
     for n, v in zip(names, vals):
         if n != 'time': rec[n] = _clean(v)
+    knn = getattr(learn, 'knn_log', None)              # kNN monitor: fractions, as summary.json's knn_top1
+    if knn and knn[-1].get('epoch') == learn.epoch:
+        rec['knn_top1'], rec['knn_top5'] = _clean(knn[-1]['knn_top1'] / 100), _clean(knn[-1]['knn_top5'] / 100)
     log = getattr(learn, 'ccrop_log', None)
     if log and log[-1].get('epoch') == learn.epoch:
         rec['box_iou'] = _clean(log[-1].get('miou')); rec['box_iou_whole'] = _clean(log[-1].get('miou_whole'))

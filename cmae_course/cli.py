@@ -17,37 +17,52 @@ from fastcore.script import call_parse, is_cli
 warnings.filterwarnings('ignore', message=r'`torch.jit.script` is deprecated', category=FutureWarning)
 
 from .train import (pick_device, pick_precision, PRECISIONS, ssl_learner, fit_ssl, lr_from_blr, unwrap,
-                               init_distributed, is_rank0, world_size, NonFiniteLossError)
+                               init_distributed, is_rank0, world_size, NonFiniteLossError, OPTIMIZERS)
 from .checkpoint import (SaveCheckpoints, ResumeState, latest_checkpoint, load_checkpoint, restore_learner,
                                     atomic_save, write_metrics)
 
 # %% auto #0
-__all__ = ['PRESETS', 'DEFAULTS', 'ARCHS', 'METHODS', 'CCROP_SOURCES', 'LOC_MODES', 'resolve_config', 'build_model',
-           'cmae_kwargs', 'build_data', 'plot_losses', 'reconstruct', 'plot_reconstructions', 'plot_heatmaps',
-           'pretrain', 'print_summary', 'cli_argv', 'cmae_pretrain']
+__all__ = ['PRESETS', 'DEFAULTS', 'ARCHS', 'METHODS', 'METHOD_DEFAULTS', 'is_moco', 'CCROP_SOURCES', 'LOC_MODES',
+           'resolve_config', 'build_model', 'cmae_kwargs', 'build_data', 'plot_losses', 'reconstruct',
+           'plot_reconstructions', 'plot_heatmaps', 'pretrain', 'print_summary', 'cli_argv', 'cmae_pretrain']
 
 # %% ../nbs/12_cli.ipynb #fb3b9c6f
 PRESETS = dict(
     tiny=dict(arch='vit_tiny', depth=4, img_size=32, patch_size=4, decoder='transformer', dec_dim=128, dec_depth=2,
               dec_heads=4, mask_ratio=0.75, epochs=5, bs=64, accum=1, blr=1.5e-3, wd=0.05, warmup=1, n_train=1000,
-              ccrop_warmup=2, ccrop_interval=2),
+              ccrop_warmup=2, ccrop_interval=2, resnet_layers=(1, 1, 1, 1)),
     gpu=dict(arch='vit_small', depth=12, img_size=64, patch_size=8, decoder='transformer', dec_dim=256, dec_depth=4,
              dec_heads=8, mask_ratio=0.75, epochs=100, bs=256, accum=1, blr=1.5e-4, wd=0.05, warmup=10, n_train=0,
-             ccrop_warmup=20, ccrop_interval=20),
+             ccrop_warmup=20, ccrop_interval=20, resnet_layers=None),
     paper=dict(arch='vit_base', depth=12, img_size=64, patch_size=8, decoder='transformer', dec_dim=512, dec_depth=8,
                dec_heads=16, mask_ratio=0.75, epochs=300, bs=64, accum=1, blr=1e-3, wd=0.05, warmup=40, n_train=0,
-               ccrop_warmup=100, ccrop_interval=100),
+               ccrop_warmup=100, ccrop_interval=100, resnet_layers=None),
 )
-DEFAULTS = dict(data=None, method='cmae', momentum=0.996, momentum_end=0.996, lambda_ctr=1., lambda_loc=1., lambda_rec=1.,
+DEFAULTS = dict(data=None, method='cmae', opt='adamw', momentum=0.996, momentum_end=0.996, moco_k=None, knn_every=0,
+                lambda_ctr=1., lambda_loc=1., lambda_rec=1.,
                 loc_mode=None, ccrop='auto', ccrop_source='features', ccrop_k=0.1, ccrop_alpha=1.0, precision='auto',
                 device='auto', compile=False, workers=0, seed=0, out='runs/cmae', keep=2, resume=False, init_mae=None,
                 probe=True, figures=True)
-ARCHS = ('vit_tiny', 'vit_small', 'vit_base')
-METHODS = ('mae', 'cmae')
+ARCHS = ('vit_tiny', 'vit_small', 'vit_base', 'resnet18', 'resnet50')
+METHODS = ('mae', 'cmae', 'mocov1', 'mocov2')
+# MoCo baselines: ContrastiveCrop's small-image MoCo recipe (SGD lr 0.5 at batch 512 = blr 0.25, wd 1e-4, cosine, no warmup),
+# MoCo's momentum 0.999, and the paper's backbones (v1: ResNet-18, v2: ResNet-50) with the small-image stem
+METHOD_DEFAULTS = dict(
+    mocov1=dict(arch='resnet18', opt='sgd', blr=0.25, wd=1e-4, warmup=0, momentum=0.999, momentum_end=0.999),
+    mocov2=dict(arch='resnet50', opt='sgd', blr=0.25, wd=1e-4, warmup=0, momentum=0.999, momentum_end=0.999))
+is_moco = lambda c: c['method'].startswith('moco')
 CCROP_SOURCES = ('features', 'attention')
 LOC_MODES = ('droppos', 'paper')
 
 # %% ../nbs/12_cli.ipynb #37c4c87a
+def _parse_layers(v):
+    "ResNet blocks per stage from '1,1,1,1' or a sequence; None = the architecture's own."
+    if v is None or v == '': return None
+    try: t = tuple(int(x) for x in (v.split(',') if isinstance(v, str) else v))
+    except (TypeError, ValueError): t = ()
+    if len(t) != 4 or min(t) < 1: raise ValueError(f"--resnet-layers {v!r}: expected 4 positive integers such as 2,2,2,2")
+    return t
+
 def _check_writable(out:Path):
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -59,13 +74,22 @@ def resolve_config(**opts) -> dict:
     from cmae_course.decoders import DECODERS
     preset = opts.get('preset') or 'tiny'
     if preset not in PRESETS: raise ValueError(f"--preset {preset!r}: unknown; choose one of {list(PRESETS)}")
-    cfg = {**DEFAULTS, **PRESETS[preset], 'preset': preset}
+    method = opts.get('method') or DEFAULTS['method']
+    if method not in METHODS: raise ValueError(f"--method {method!r}: unknown; choose one of {list(METHODS)}")
+    cfg = {**DEFAULTS, **PRESETS[preset], **METHOD_DEFAULTS.get(method, {}), 'preset': preset}
     unknown = set(opts) - set(cfg)
     if unknown: raise ValueError(f"unknown option(s): {sorted(unknown)}")
     cfg.update({k: v for k, v in opts.items() if v is not None})
     c = cfg
-    if c['method'] not in METHODS: raise ValueError(f"--method {c['method']!r}: unknown; choose one of {list(METHODS)}")
     if c['arch'] not in ARCHS: raise ValueError(f"--arch {c['arch']!r}: unknown; choose one of {list(ARCHS)}")
+    if is_moco(c) != c['arch'].startswith('resnet'):
+        kind, want = ('a ResNet', 'resnet18 or resnet50') if is_moco(c) else ('a ViT', 'vit_tiny, vit_small or vit_base')
+        raise ValueError(f"--arch {c['arch']}: --method {c['method']} trains {kind}; choose {want}")
+    c['resnet_layers'] = _parse_layers(c.get('resnet_layers'))
+    if c['opt'] not in OPTIMIZERS: raise ValueError(f"--opt {c['opt']!r}: choose one of {list(OPTIMIZERS)}")
+    if c['moco_k'] is not None and (int(c['moco_k']) != c['moco_k'] or c['moco_k'] < 1): raise ValueError(f"--moco-k {c['moco_k']}: must be a positive integer")
+    if int(c['knn_every']) != c['knn_every'] or c['knn_every'] < 0: raise ValueError(f"--knn-every {c['knn_every']}: must be an integer >= 0 (0 = off)")
+    if not (0 <= c['momentum'] <= 1 and 0 <= c['momentum_end'] <= 1): raise ValueError("--momentum and --momentum-end must be in [0, 1]")
     if c['decoder'] not in DECODERS: raise ValueError(f"--decoder {c['decoder']!r}: unknown; choose one of {list(DECODERS)}")
     for k in ('img_size', 'patch_size', 'epochs', 'bs', 'accum', 'dec_dim', 'dec_depth', 'dec_heads', 'depth'):
         if int(c[k]) != c[k] or c[k] < 1: raise ValueError(f"--{k.replace('_', '-')} {c[k]}: must be a positive integer")
@@ -76,6 +100,7 @@ def resolve_config(**opts) -> dict:
     if c['blr'] <= 0 or c['wd'] < 0 or c['warmup'] < 0: raise ValueError("--blr must be > 0, --wd and --warmup >= 0")
     if c['ccrop'] not in ('auto', 'on', 'off'): raise ValueError(f"--ccrop {c['ccrop']!r}: use --ccrop, --no-ccrop or --ccrop auto")
     c['use_ccrop'] = c['ccrop'] == 'on' or (c['ccrop'] == 'auto' and c['method'] == 'cmae')
+    if c['use_ccrop'] and is_moco(c): raise ValueError(f"--ccrop: this course's ContrastiveCrop reads a ViT heatmap; --method {c['method']} trains a ResNet (use --no-ccrop)")
     if c['ccrop_source'] not in CCROP_SOURCES: raise ValueError(f"--ccrop-source {c['ccrop_source']!r}: choose one of {list(CCROP_SOURCES)}")
     if c['precision'] not in PRECISIONS: raise ValueError(f"--precision {c['precision']!r}: choose one of {list(PRECISIONS)}")
     if c['loc_mode'] is not None and c['loc_mode'] not in LOC_MODES:
@@ -92,8 +117,12 @@ def resolve_config(**opts) -> dict:
 
 # %% ../nbs/12_cli.ipynb #59ea4df1
 def build_model(c:dict) -> nn.Module:
-    "The MAE or CMAE model described by config `c` (see `resolve_config`)."
+    "The MAE, CMAE or MoCo model described by config `c` (see `resolve_config`)."
     from cmae_course import vit, decoders
+    if is_moco(c):
+        from cmae_course.moco import create_moco
+        return create_moco(c['method'][-2:], c['arch'], K=c['moco_k'], layers=c['resnet_layers'], m=c['momentum'],
+                           momentum_in_forward=False)          # the MomentumUpdate callback moves the key encoder
     enc = getattr(vit, c['arch'])(img_size=c['img_size'], patch_size=c['patch_size'], depth=c['depth'])
     dec = decoders.create_decoder(c['decoder'], embed_dim=enc.embed_dim, grid_size=enc.grid_size, patch_size=c['patch_size'],
                                   dim=c['dec_dim'], depth=c['dec_depth'], num_heads=c['dec_heads'])
@@ -135,8 +164,10 @@ def build_data(c:dict, device:torch.device):
     if c['n_train'] and c['n_train'] < len(train):
         g = torch.Generator().manual_seed(c['seed'])
         train = train.subset(torch.randperm(len(train), generator=g)[:c['n_train']].sort().values, 'train')
-    dls = data.pretrain_dataloaders(path, kind=c['method'], img_size=c['img_size'], bs=c['bs'], num_workers=c['workers'],
-                                    seed=c['seed'], device=device, images=(train, valid), alpha=c['ccrop_alpha'])
+    aug = dict(jitter=(0.4, 0.4, 0.4, 0.4), p_jitter=1.0) if c['method'] == 'mocov1' else {}   # v1: ColorJitter always, hue 0.4
+    dls = data.pretrain_dataloaders(path, kind='mae' if c['method'] == 'mae' else 'cmae', img_size=c['img_size'], bs=c['bs'],
+                                    num_workers=c['workers'], seed=c['seed'], device=device, images=(train, valid),
+                                    alpha=c['ccrop_alpha'], **aug)
     return dls, (train, valid)
 
 # %% ../nbs/12_cli.ipynb #5a6028f3
@@ -228,6 +259,9 @@ def pretrain(c:dict) -> dict:
     out = Path(c['out'])
     _seed_all(c['seed'] + rank)
     dls, (train_ims, valid_ims) = build_data(c, device)
+    if is_moco(c) and c['moco_k'] is None:                      # queue: at most one key per training image, whole batches
+        from cmae_course.moco import auto_queue_size
+        c['moco_k'] = auto_queue_size(len(dls.train.dataset), c['bs'] * ws)
     _seed_all(c['seed'])                                        # same initial weights on every rank
     model = build_model(c)
     _seed_all(c['seed'] + rank)
@@ -238,9 +272,17 @@ def pretrain(c:dict) -> dict:
         from cmae_course.data import eval_view
         cbs.append(BoxRefreshCallback(warmup=c['ccrop_warmup'], interval=c['ccrop_interval'], k=c['ccrop_k'],
                                       source=c['ccrop_source'], eval_ds=eval_view(dls.train.dataset), bs=256))
+    if c['method'] == 'mocov2':
+        from cmae_course.moco import MoCoBlur
+        cbs.append(MoCoBlur())
+    if c['knn_every'] and is_rank0():                            # kNN monitor -> knn_top1/knn_top5 columns of metrics.json
+        from cmae_course.data import ViewDataset, eval_view
+        from cmae_course.evaluate import KNNMonitorCallback
+        cbs.append(KNNMonitorCallback(eval_view(dls.train.dataset), ViewDataset(valid_ims, 'eval', c['img_size']),
+                                      every=c['knn_every'], readout='mean'))
     learn = ssl_learner(model, dls, mask_ratio=c['mask_ratio'], lr=lr, weight_decay=c['wd'], accum=c['accum'],
                         precision=c['precision'], device=device, compile=c['compile'], cbs=cbs, path=out,
-                        momentum=(c['momentum'], c['momentum_end']))
+                        momentum=(c['momentum'], c['momentum_end']), opt=c['opt'])
     start = 0
     if c['resume']:
         ck = latest_checkpoint(out)
@@ -249,8 +291,9 @@ def pretrain(c:dict) -> dict:
             start = restore_learner(learn, load_checkpoint(ck))
             _say(f"resumed from {ck} (epoch {start}, optimizer step {learn.opt_steps})")
     n_iter = len(dls.train)
-    _say(f"cmae_pretrain: {c['method']} {c['arch']}(depth {c['depth']}) {c['img_size']}px/p{c['patch_size']} "
-         f"decoder {c['decoder']}({c['dec_dim']}d{c['dec_depth']}b) | {len(dls.train.dataset)} images, {n_iter} it/epoch x "
+    net_desc = (f"{c['arch']}(blocks {c['resnet_layers'] or 'standard'}) {c['img_size']}px queue {c['moco_k']}" if is_moco(c) else
+                f"{c['arch']}(depth {c['depth']}) {c['img_size']}px/p{c['patch_size']} decoder {c['decoder']}({c['dec_dim']}d{c['dec_depth']}b)")
+    _say(f"cmae_pretrain: {c['method']} {net_desc} | {c['opt']} | {len(dls.train.dataset)} images, {n_iter} it/epoch x "
          f"{c['epochs']} epochs | bs {c['bs']} x accum {c['accum']} x {ws} proc, lr {lr:.2e} | {device}, {learn.precision}")
     t0 = time.perf_counter()
     if start < c['epochs']: fit_ssl(learn, c['epochs'], lr=lr, warmup_epochs=c['warmup'], start_epoch=start)
@@ -276,6 +319,7 @@ def _figures(net, learn, dls, valid_ims, c, out):
     from cmae_course.data import ViewDataset
     hist = getattr(learn, 'history', [])
     if hist: plot_losses(hist, out/'loss_curves.png')
+    if is_moco(c): return                                       # no decoder to reconstruct with, no ViT heatmap
     ev = ViewDataset(valid_ims, 'eval', c['img_size'])
     idx = list(range(0, len(ev), max(1, len(ev) // 8)))[:8]
     x = ev.get_batch(idx)[0].to(next(net.parameters()).device)
@@ -319,9 +363,10 @@ if Path(sys.argv[0]).name in ('cmae_pretrain', 'cli.py'): sys.argv[1:] = cli_arg
 @call_parse
 def cmae_pretrain(
     data:str=None,            # dataset folder (Tiny-ImageNet layout or ImageFolder); default: the embedded dataset
-    method:str='cmae',        # mae | cmae
+    method:str='cmae',        # mae | cmae | mocov1 (ResNet-18) | mocov2 (ResNet-50)
     preset:str='tiny',        # tiny (CPU, minutes) | gpu | paper (ViT-B, 300 ep, bs 64, blr 1e-3, mask .75, wd .05)
-    arch:str=None,            # vit_tiny | vit_small | vit_base
+    arch:str=None,            # vit_tiny | vit_small | vit_base (MAE, CMAE); resnet18 | resnet50 (MoCo)
+    resnet_layers:str=None,   # MoCo: ResNet blocks per stage, e.g. 2,2,2,2 (preset tiny: 1,1,1,1; else the arch's own)
     depth:int=None,           # encoder blocks (preset: tiny 4, else 12)
     img_size:int=None,        # training image size (pixels)
     patch_size:int=None,      # ViT patch size; must divide img_size
@@ -334,10 +379,13 @@ def cmae_pretrain(
     bs:int=None,              # batch size per process
     accum:int=None,           # gradient accumulation steps
     blr:float=None,           # base lr: lr = blr * bs * accum * processes / 256
-    wd:float=None,            # AdamW weight decay (not on norms, biases, 1-D params)
+    wd:float=None,            # weight decay (AdamW: not on norms, biases, 1-D params; SGD: on all, as MoCo)
+    opt:str=None,             # adamw (MAE, CMAE) | sgd (MoCo: momentum 0.9)
     warmup:float=None,        # linear warmup epochs, then cosine
-    momentum:float=0.996,     # EMA momentum of the momentum encoder/projector at the start
-    momentum_end:float=0.996, # ... and at the end (cosine schedule; 1.0 = MoCo v3 style)
+    momentum:float=None,      # EMA momentum of the momentum encoder/projector at the start (CMAE 0.996, MoCo 0.999)
+    momentum_end:float=None,  # ... and at the end (cosine schedule; 1.0 = MoCo v3 style)
+    moco_k:int=None,          # MoCo queue size (default: the training images rounded down to whole batches, <= 65536)
+    knn_every:int=None,       # kNN monitor every N epochs into metrics.json (0 = off)
     lambda_ctr:float=1.,      # weight of the contrastive loss
     lambda_loc:float=1.,      # weight of the location loss
     lambda_rec:float=1.,      # weight of the reconstruction loss
@@ -361,7 +409,7 @@ def cmae_pretrain(
     probe:bool=True,          # evaluate frozen features at the end (kNN; linear probe when available)
     figures:bool=True,        # write PNG figures
 ):
-    "Pretrain MAE or CMAE on a folder of images (default: the embedded shapes dataset) and evaluate the encoder."
+    "Pretrain MAE, CMAE or a MoCo baseline on a folder of images (default: the embedded shapes dataset) and evaluate the encoder."
     opts = {k: v for k, v in locals().items()}
     try: c = resolve_config(**opts)
     except (ValueError, FileNotFoundError, PermissionError) as e:

@@ -12,12 +12,13 @@ import torch.distributed as dist
 from torch import Tensor
 import torchvision
 from torchvision.transforms import v2 as tv2
+from fastai.callback.core import Callback
 
 # %% auto #0
 __all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'resnet_small_stem', 'n_params', 'projection_head', 'enqueue_', 'auto_queue_size',
            'moco_logits', 'ema_update_', 'SplitBatchNorm', 'convert_split_bn', 'concat_all_gather', 'batch_shuffle_ddp',
            'batch_unshuffle_ddp', 'MoCo', 'create_moco', 'mocov1_resnet18', 'mocov2_resnet50', 'moco_transforms',
-           'TwoCropsTransform', 'random_gaussian_blur']
+           'TwoCropsTransform', 'random_gaussian_blur', 'MoCoBlur']
 
 # %% ../nbs/14_moco.ipynb #83c8e175
 _ARCHS = {'resnet18': torchvision.models.resnet18, 'resnet34': torchvision.models.resnet34,
@@ -311,3 +312,10 @@ def random_gaussian_blur(x: Tensor, sigma: tuple[float, float] = (0.1, 2.), p: f
     out = x.clone()
     out[apply.to(x.device)] = xa.reshape(-1, C, H, W)
     return out
+
+class MoCoBlur(Callback):
+    "MoCo v2's blur in a fastai training loop: each view of each training batch through `random_gaussian_blur`, on the batch's device."
+    order = 5                                                      # before the model sees the batch; nothing to do at inference
+    def __init__(self, sigma: tuple[float, float] = (0.1, 2.), p: float = 0.5): self.sigma, self.p = sigma, p
+    def before_batch(self):
+        if self.training: self.learn.xb = tuple(random_gaussian_blur(x, self.sigma, self.p) for x in self.xb)

@@ -26,11 +26,11 @@ from fastai.optimizer import OptimWrapper
 from fastai.torch_core import find_bs
 
 # %% auto #0
-__all__ = ['PRECISIONS', 'LOSS_PARTS', 'pick_device', 'cpu_has_native_bf16', 'pick_precision', 'DeviceAMP', 'SSLModel',
-           'ssl_loss', 'unwrap', 'param_groups', 'lr_from_blr', 'adamw_opt', 'warmup_cosine', 'momentum_at',
-           'MomentumUpdate', 'LossPart', 'Throughput', 'NoValidation', 'IterLog', 'StepCounter', 'NonFiniteLossError',
-           'StopOnNaN', 'rank', 'world_size', 'is_rank0', 'init_distributed', 'shard_dl', 'DDPCallback', 'SSLLearner',
-           'ssl_learner', 'learn_lr', 'fit_ssl']
+__all__ = ['PRECISIONS', 'LOSS_PARTS', 'OPTIMIZERS', 'pick_device', 'cpu_has_native_bf16', 'pick_precision', 'DeviceAMP',
+           'SSLModel', 'ssl_loss', 'unwrap', 'param_groups', 'lr_from_blr', 'adamw_opt', 'sgd_opt', 'warmup_cosine',
+           'momentum_at', 'MomentumUpdate', 'LossPart', 'Throughput', 'NoValidation', 'IterLog', 'StepCounter',
+           'NonFiniteLossError', 'StopOnNaN', 'rank', 'world_size', 'is_rank0', 'init_distributed', 'shard_dl',
+           'DDPCallback', 'SSLLearner', 'ssl_learner', 'learn_lr', 'fit_ssl']
 
 # %% ../nbs/10_train.ipynb #4d418dbc
 def pick_device(device:str|torch.device|None='auto') -> torch.device:
@@ -135,6 +135,13 @@ def adamw_opt(model:nn.Module, lr:float, weight_decay:float=0.05, betas=(0.9, 0.
     try: opt = torch.optim.AdamW(groups, lr=lr, betas=betas, fused=fused, foreach=None if fused else True)
     except (RuntimeError, ValueError): opt = torch.optim.AdamW(groups, lr=lr, betas=betas, foreach=True)
     return OptimWrapper(opt=opt)
+
+def sgd_opt(model:nn.Module, lr:float, weight_decay:float=1e-4, momentum:float=0.9):
+    "MoCo's optimiser (main_moco.py): SGD with momentum 0.9 and weight decay on every trainable parameter, norms and biases included."
+    params = [p for p in model.parameters() if p.requires_grad]
+    return OptimWrapper(opt=torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay, foreach=True))
+
+OPTIMIZERS = ('adamw', 'sgd')
 
 # %% ../nbs/10_train.ipynb #bc08325a
 def warmup_cosine(lr:float, warmup_pct:float, min_lr:float=0.):
@@ -312,14 +319,16 @@ class SSLLearner(Learner):
 
 def ssl_learner(model:nn.Module, dls:DataLoaders, *, mask_ratio:float=0.75, lr:float=1.5e-4, weight_decay:float=0.05,
                 betas=(0.9, 0.95), accum:int=1, precision:str='auto', device='auto', momentum=(0.996, 0.996),
-                compile:bool=False, distributed:bool|None=None, cbs=None, path='.') -> SSLLearner:
-    "A `Learner` for an SSL model returning loss parts: AdamW (MAE groups), precision, accumulation, momentum, logging."
+                compile:bool=False, distributed:bool|None=None, cbs=None, path='.', opt:str='adamw') -> SSLLearner:
+    "A `Learner` for an SSL model returning loss parts: AdamW (MAE groups) or `opt='sgd'` (MoCo), precision, accumulation, momentum, logging."
     device = pick_device(device)
     prec = pick_precision(precision, device)
     net = SSLModel(model, mask_ratio).to(device)
     if compile: net.compile()
     dls.device = device
-    opt_func = lambda params, lr: adamw_opt(net, lr, weight_decay, betas, device.type)
+    if opt not in OPTIMIZERS: raise ValueError(f"opt: expected one of {OPTIMIZERS}, got {opt!r}")
+    if opt == 'sgd': opt_func = lambda params, lr: sgd_opt(net, lr, weight_decay)
+    else: opt_func = lambda params, lr: adamw_opt(net, lr, weight_decay, betas, device.type)
     tput = Throughput()
     cb_list = [NoValidation(), StopOnNaN(), StepCounter(), tput, MomentumUpdate(*momentum),
                DeviceAMP(prec, device.type)]
