@@ -5,7 +5,8 @@
     python tools/make_readme.py --check  # exit 1 if README.md is stale
 
 Markdown cells are copied as they are; code cells that are not hidden (`#| hide`) are shown as Python blocks
-without their `#|` directives, followed by their text outputs. Images in outputs are not copied.
+without their `#|` directives, followed by their text outputs; a markdown output (`IPython.display.Markdown`) is copied as
+markdown. Images in outputs are not copied.
 """
 import argparse, json, sys
 from pathlib import Path
@@ -36,6 +37,9 @@ def render(nb_path):
             if not code: continue
             parts.append(f'```python\n{code}\n```')
             for out in cell.get('outputs', []):
+                md = out.get('data', {}).get('text/markdown')
+                if md:                                   # e.g. IPython.display.Markdown(table): copied as markdown
+                    parts.append((''.join(md) if isinstance(md, list) else md).strip()); continue
                 text = out.get('text') or out.get('data', {}).get('text/plain')
                 if text:
                     text = ''.join(text) if isinstance(text, list) else text

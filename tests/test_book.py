@@ -1,0 +1,136 @@
+"""The offline course book (tools/make_book.py): it builds from the committed notebooks, its links resolve, it fetches
+nothing from the network, and a headless Chromium renders its index and a lesson with their figures."""
+import html.parser, os, re, shutil, subprocess, sys
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / 'tools'))
+import make_book  # noqa: E402
+
+LESSON = '01_patching'     # a lesson with figures in its first screens
+
+
+class Refs(html.parser.HTMLParser):
+    "Every id, every <a href>, and every resource a browser would fetch (script/img/link/iframe/source src or href)."
+    def __init__(self):
+        super().__init__(); self.ids, self.links, self.fetches = set(), [], []
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if a.get('id'): self.ids.add(a['id'])
+        if tag == 'a' and a.get('href'): self.links.append(a['href'])
+        if tag in ('script', 'img', 'iframe', 'source', 'video', 'audio', 'embed') and a.get('src'): self.fetches.append(a['src'])
+        if tag == 'link' and a.get('href'): self.fetches.append(a['href'])
+
+
+def parse(f):
+    p = Refs(); p.feed(f.read_text(encoding='utf-8')); return p
+
+
+@pytest.fixture(scope='module')
+def book(tmp_path_factory):
+    out = tmp_path_factory.mktemp('book')
+    pages = make_book.build(ROOT / 'nbs', out, log=lambda *a: None)
+    return out, pages
+
+
+def test_every_notebook_has_a_page(book):
+    out, pages = book
+    nbs = {p.stem for p in (ROOT / 'nbs').glob('*.ipynb') if not p.name.startswith('_')}
+    assert {p.stem for p in pages} == nbs
+    assert (out / 'index.html').exists()
+
+
+def test_links_resolve(book):
+    "Every relative link points to a page that exists, and every #anchor to an id on that page."
+    out, pages = book
+    parsed = {p.name: parse(p) for p in pages}
+    bad = []
+    for name, p in parsed.items():
+        for href in p.links:
+            u = urlparse(href)
+            if u.scheme in ('http', 'https', 'mailto'): continue
+            target = unquote(u.path) or name
+            if target not in parsed: bad.append(f'{name}: {href} (no page {target})'); continue
+            if u.fragment and not {u.fragment, unquote(u.fragment)} & parsed[target].ids: bad.append(f'{name}: {href} (no id {u.fragment})')
+    assert not bad, '\n'.join(bad[:20])
+    lessons = [h for h in parsed['index.html'].links if h.endswith('.html')]
+    assert len(set(lessons)) == len(pages), 'the index links every lesson'
+
+
+def test_link_checker_catches_a_dead_link(book, tmp_path):
+    "The check above can fail: a page with a link to a missing lesson is reported."
+    f = tmp_path / 'x.html'
+    f.write_text('<a href="99_missing.html">gone</a>')
+    assert parse(f).links == ['99_missing.html']
+    assert not (book[0] / '99_missing.html').exists()
+
+
+def test_fetches_nothing_from_the_network(book):
+    "No page loads a script, stylesheet, image or frame from anywhere but itself (figures are data: URIs)."
+    out, pages = book
+    for f in pages:
+        ext = [s for s in parse(f).fetches if not s.startswith('data:')]
+        assert not ext, f'{f.name} fetches {ext[:3]}'
+        assert not re.search(r'@import|url\(\s*["\']?https?:', f.read_text(encoding='utf-8')), f'{f.name} pulls CSS from the network'
+
+
+def test_hidden_cells_and_directives_are_left_out(book):
+    out, _ = book
+    text = (out / f'{LESSON}.html').read_text(encoding='utf-8')
+    assert '#| export' not in text and '#| hide' not in text and 'nbdev_export()' not in text
+    assert 'Solution' not in text                                   # the hidden, tested exercise solutions
+    assert text.count('<img') >= 2, 'the lesson keeps its figures'
+    assert '.ipynb"' not in text, 'links between lessons point to pages'
+
+
+def _chromium():
+    return shutil.which('chromium') or shutil.which('chromium-browser') or shutil.which('google-chrome')
+
+
+FLAGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update',
+         '--disable-default-apps', '--disable-sync', '--no-first-run', '--hide-scrollbars', '--virtual-time-budget=5000']
+
+
+@pytest.fixture(scope='module')
+def chromium():
+    exe = _chromium()
+    if exe is None:
+        if os.environ.get('CI'): pytest.fail('CI: chromium is not installed (.ci/run installs it with apt-get install -y chromium)')
+        pytest.skip('chromium not installed (apt-get install -y chromium)')
+    return exe
+
+
+def _run(exe, *args, tmp):
+    env = {**os.environ, 'HOME': str(tmp)}                          # a private profile; no crash-reporter prompts
+    return subprocess.run([exe, *FLAGS, f'--user-data-dir={tmp / "profile"}', *args], capture_output=True, text=True,
+                          timeout=120, env=env)
+
+
+@pytest.mark.parametrize('page', ['index', LESSON])
+def test_chromium_renders_page_and_figures(book, chromium, page, tmp_path):
+    "The page loads in headless Chromium, every figure decodes (data-figures = n/n, n > 0 for the lesson) and the TOC is there."
+    out, _ = book
+    r = _run(chromium, '--dump-dom', (out / f'{page}.html').as_uri(), tmp=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    m = re.search(r'data-figures="(\d+)/(\d+)"', r.stdout)
+    assert m, 'the page script did not run: ' + r.stdout[:300]
+    ok, total = map(int, m.groups())
+    assert ok == total, f'{page}: only {ok} of {total} figures decoded'
+    if page == LESSON: assert total >= 2
+    assert 'id="side"' in r.stdout and f'href="{LESSON}.html"' in r.stdout
+
+
+def test_chromium_screenshot_is_not_blank(book, chromium, tmp_path):
+    "A screenshot of the lesson has text and figures on it: many colours, and a good share of non-white pixels."
+    from PIL import Image
+    out, _ = book
+    shot = tmp_path / 'lesson.png'
+    r = _run(chromium, f'--screenshot={shot}', '--window-size=1280,2400', (out / f'{LESSON}.html').as_uri(), tmp=tmp_path)
+    assert shot.exists(), r.stderr[-2000:]
+    im = Image.open(shot).convert('RGB')
+    colours = im.getcolors(maxcolors=1 << 20) or []
+    non_white = sum(n for n, c in colours if sum(c) < 3 * 245) / (im.width * im.height)
+    assert len(colours) > 500, f'only {len(colours)} colours: blank or text-only page'
+    assert non_white > 0.05, f'{non_white:.1%} non-white pixels'

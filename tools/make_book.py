@@ -1,0 +1,148 @@
+#!/usr/bin/env python
+"""Render the executed notebooks in nbs/ to an offline course book: one static HTML page per lesson.
+
+    python tools/make_book.py [--out build/book] [--nbs nbs]
+
+Each page has the course's table of contents (every lesson, the current one marked), the lesson's own sections, and
+previous/next links. Figures are the notebooks' committed outputs, embedded as data: URIs; CSS and the one small script
+are inline, so a page fetches nothing from the network (no CDN, no MathJax: formulas stay as written). Cells marked
+`#| hide` (hidden exercise solutions, export calls) are left out and `#|` directives are stripped, as nbdev's own
+site does. Links between lessons (`13_eval.ipynb`) point to the rendered pages (`13_eval.html`). Widgets need a live
+kernel, so a widget output is replaced by a note saying so. Quarto (which `nbdev_docs` needs) cannot be installed
+offline; nbconvert ships with JupyterLab.
+"""
+import argparse, copy, html, re, sys, time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+WIDGET = 'application/vnd.jupyter.widget-view+json'
+
+CSS = """
+body{margin:0;font:16px/1.55 system-ui,-apple-system,'Segoe UI',Roboto,sans-serif;color:#1d1d1f;background:#fff}
+#side{position:fixed;top:0;left:0;bottom:0;width:250px;overflow:auto;background:#f5f6f8;border-right:1px solid #ddd;padding:16px 12px;box-sizing:border-box;font-size:14px}
+#side h2{font-size:15px;margin:0 0 10px}#side a{display:block;padding:3px 6px;border-radius:4px;color:#234;text-decoration:none}
+#side a:hover{background:#e4e8ee}#side a.here{background:#2b5cad;color:#fff}
+#side .sections{margin:4px 0 8px 10px;border-left:2px solid #c8d2e0}#side .sections a{font-size:13px;padding:2px 8px;color:#456}
+main{margin-left:250px;padding:24px 40px 60px;max-width:980px}
+h1{font-size:30px;margin-top:0}h2{border-bottom:1px solid #e3e3e3;padding-bottom:4px;margin-top:34px}
+a.anchor-link{display:none}
+pre{background:#f6f8fa;border:1px solid #e1e4e8;border-radius:6px;padding:8px 10px;overflow:auto;font-size:13px;line-height:1.4}
+code{font-size:13.5px;background:#f2f3f5;padding:1px 4px;border-radius:3px}pre code{background:none;padding:0}
+.jp-OutputArea-output pre,.output pre{background:#fff;border:none;border-left:3px solid #c9d6ea;border-radius:0;margin:4px 0}
+.jp-RenderedImage img,.output img,main img{max-width:100%;height:auto}
+table{border-collapse:collapse;margin:10px 0;font-size:14px}td,th{border:1px solid #d5d9de;padding:4px 8px}th{background:#f0f2f5}
+blockquote{margin:0;padding:2px 14px;color:#444;border-left:4px solid #8aa4d6;background:#f6f8fc}
+.widget-note{color:#7a5a00;background:#fff8e1;border:1px solid #f0d890;padding:6px 10px;border-radius:4px;font-size:14px}
+nav.pn{display:flex;justify-content:space-between;margin-top:40px;padding-top:12px;border-top:1px solid #ddd}
+.jp-InputPrompt,.jp-OutputPrompt,.prompt{display:none}
+"""
+
+# Marks the page once every figure has decoded: <body data-figures="loaded/total">; the browser test reads it.
+SCRIPT = """window.addEventListener('load',function(){var im=document.querySelectorAll('main img'),ok=0;
+for(var i=0;i<im.length;i++){if(im[i].complete&&im[i].naturalWidth>0)ok++}
+document.body.setAttribute('data-figures',ok+'/'+im.length)});"""
+
+
+def directives(src):
+    return {l[3:].strip().split(':')[0].split()[0] for l in src.splitlines() if l.startswith('#|') and l[3:].strip()}
+
+
+def title_of(nb, fallback):
+    for c in nb['cells']:
+        if c['cell_type'] == 'markdown':
+            m = re.search(r'^#\s+(.+)$', ''.join(c['source']), re.M)
+            if m: return re.sub(r'[`*]', '', m.group(1)).strip()
+    return fallback
+
+
+def ipynb_links(text):
+    "`13_eval.ipynb` and `13_eval.ipynb#sec` link targets -> `.html` (relative links only)."
+    return re.sub(r'(\]\(|href=")(?!https?:)([\w./-]+?)\.ipynb(?=[#)"])', r'\1\2.html', text)
+
+
+def prepare(nb):
+    "A copy of notebook `nb` as the page shows it: hidden cells dropped, directives stripped, widget outputs replaced."
+    nb = copy.deepcopy(nb)
+    cells = []
+    for c in nb['cells']:
+        src = ''.join(c['source']) if isinstance(c['source'], list) else c['source']
+        if c['cell_type'] == 'code':
+            d = directives(src)
+            if d & {'hide', 'default_exp', 'exporti'} or 'include' in d and 'include: false' in src: continue
+            src = '\n'.join(l for l in src.splitlines() if not l.startswith('#|')).strip()
+            if not src: continue
+            outs = []
+            for o in c.get('outputs', []):
+                if WIDGET in o.get('data', {}):
+                    outs.append({'output_type': 'display_data', 'metadata': {}, 'data': {'text/html':
+                        '<div class="widget-note">Interactive widget: open this lesson in JupyterLab to use it.</div>'}})
+                else: outs.append(o)
+            c['outputs'] = outs
+        elif c['cell_type'] == 'markdown': src = ipynb_links(src)
+        else: continue
+        c['source'] = src
+        cells.append(c)
+    nb['cells'] = cells
+    return nb
+
+
+def sections(body):
+    "(id, text) of the h2 headings nbconvert wrote (it gives every heading an id)."
+    return [(m.group(1), html.unescape(re.sub(r'<[^>]+>', '', m.group(2))).replace('¶', '').strip())
+            for m in re.finditer(r'<h2 id="([^"]+)"[^>]*>(.*?)</h2>', body, re.S)]
+
+
+def page(title, body, toc, here, prev, nxt):
+    side = ['<h2>cmae_course</h2>']
+    for name, t in toc:
+        cls = ' class="here"' if name == here else ''
+        side.append(f'<a href="{name}.html"{cls}>{html.escape(t)}</a>')
+        if name == here:
+            secs = ''.join(f'<a href="#{i}">{html.escape(s)}</a>' for i, s in sections(body))
+            if secs: side.append(f'<div class="sections">{secs}</div>')
+    pn = (f'<a href="{prev[0]}.html">&larr; {html.escape(prev[1])}</a>' if prev else '<span></span>') + \
+         (f'<a href="{nxt[0]}.html">{html.escape(nxt[1])} &rarr;</a>' if nxt else '<span></span>')
+    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+            f'<meta name="viewport" content="width=device-width,initial-scale=1"><title>{html.escape(title)}</title>'
+            f'<style>{CSS}{PYGMENTS_CSS}</style></head>\n<body><nav id="side">{"".join(side)}</nav>\n<main>{body}'
+            f'<nav class="pn">{pn}</nav></main><script>{SCRIPT}</script></body></html>\n')
+
+
+def build(nbs=ROOT / 'nbs', out=ROOT / 'build' / 'book', log=print):
+    "Render every notebook of `nbs` (index first) into `out`; returns the list of pages written."
+    global PYGMENTS_CSS
+    from nbconvert import HTMLExporter
+    from pygments.formatters import HtmlFormatter
+    import nbformat
+    PYGMENTS_CSS = HtmlFormatter(style='friendly').get_style_defs('.highlight')
+    nbs, out = Path(nbs), Path(out)
+    files = sorted(p for p in nbs.glob('*.ipynb') if not p.name.startswith('_'))
+    files.sort(key=lambda p: (p.stem != 'index', p.stem))
+    if not files: raise FileNotFoundError(f'{nbs}: no notebooks to render')
+    nbs_json = {p.stem: nbformat.read(p, as_version=4) for p in files}     # multi-line strings joined, as nbconvert expects
+    toc = [(s, 'Home' if s == 'index' else f'{s.split("_")[0]} {title_of(nb, s)}') for s, nb in nbs_json.items()]
+    exp = HTMLExporter(template_name='basic', exclude_input_prompt=True, exclude_output_prompt=True, anchor_link_text='')
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for i, (stem, nb) in enumerate(nbs_json.items()):
+        t0 = time.perf_counter()
+        body, _ = exp.from_notebook_node(prepare(nb))
+        body = ipynb_links(body)
+        f = out / f'{stem}.html'
+        f.write_text(page(title_of(nb, stem), body, toc, stem, toc[i - 1] if i else None,
+                          toc[i + 1] if i + 1 < len(toc) else None), encoding='utf-8')
+        written.append(f)
+        log(f'{f.name:28s} {f.stat().st_size / 1024:7.0f} KB  {time.perf_counter() - t0:.1f} s')
+    return written
+
+
+PYGMENTS_CSS = ''
+
+if __name__ == '__main__':
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument('--out', default=str(ROOT / 'build' / 'book'), help='folder for the HTML pages (default build/book)')
+    ap.add_argument('--nbs', default=str(ROOT / 'nbs'), help='notebook folder (default nbs)')
+    a = ap.parse_args()
+    try: pages = build(a.nbs, a.out)
+    except FileNotFoundError as e: sys.exit(f'make_book: error: {e}')
+    print(f'{len(pages)} pages in {a.out}; open {Path(a.out) / "index.html"}')
