@@ -1,0 +1,82 @@
+"""Every pretraining method through the same command: `cmae_pretrain --method mae|cmae|mocov1|mocov2` trains, checkpoints
+and logs the kNN monitor, and `cmae_eval` evaluates each method's checkpoint. Also `cmae_experiments`' bad input."""
+import json, os, subprocess, sys
+from pathlib import Path
+import pytest
+
+BIN = Path(sys.executable).parent
+ENV = {**os.environ, 'PYTHONWARNINGS': 'ignore'}
+TINY = ['--epochs', '2', '--n-train', '64', '--bs', '16', '--depth', '1', '--dec-depth', '1', '--dec-dim', '32',
+        '--dec-heads', '2', '--knn-every', '1', '--no-figures', '--no-probe']
+
+
+def run(*args, timeout=600):
+    return subprocess.run([str(a) for a in args], capture_output=True, text=True, timeout=timeout, env=ENV)
+
+
+@pytest.fixture(scope='module')
+def runs(tmp_path_factory):
+    "One tiny run per method (trained once for all tests of this file)."
+    root = tmp_path_factory.mktemp('methods')
+    out = {}
+    for m in ('mae', 'cmae', 'mocov1', 'mocov2'):
+        r = run(BIN / 'cmae_pretrain', '--method', m, *TINY, '--out', root / m)
+        assert r.returncode == 0, f'{m}: {r.stderr[-1500:]}'
+        out[m] = root / m
+    return out
+
+
+@pytest.mark.parametrize('m', ['mae', 'cmae', 'mocov1', 'mocov2'])
+def test_pretrain_writes_checkpoints_and_knn_monitor(runs, m):
+    hist = json.loads((runs[m] / 'metrics.json').read_text())
+    assert [h['epoch'] for h in hist] == [1, 2]
+    assert all(0 <= h['knn_top1'] <= 1 and h['knn_top1'] <= h['knn_top5'] for h in hist), hist   # --knn-every 1: every epoch
+    assert (runs[m] / 'ckpt_e0002.pt').exists() and (runs[m] / 'encoder.pt').exists()
+    cfg = json.loads((runs[m] / 'summary.json').read_text())
+    assert cfg['method'] == m and cfg['opt_steps'] == 2 * (64 // 16)
+
+
+def test_moco_trains_with_sgd_and_a_queue(runs):
+    import torch
+    ck = torch.load(runs['mocov2'] / 'ckpt_e0002.pt', map_location='cpu', weights_only=True)
+    assert ck['config']['opt'] == 'sgd' and ck['config']['arch'] == 'resnet50'
+    assert ck['model']['queue'].shape == (128, 64)                        # queue = the 64 training images, whole batches
+    assert ck['config']['momentum'] == 0.999
+
+
+@pytest.mark.parametrize('m', ['mae', 'cmae', 'mocov1', 'mocov2'])
+def test_cmae_eval_on_every_method(runs, m, tmp_path):
+    r = run(BIN / 'cmae_eval', '--checkpoint', runs[m], '--protocol', 'knn', '--cache-dir', tmp_path)
+    assert r.returncode == 0, r.stderr[-1500:]
+    res = json.loads(r.stdout)
+    assert res['protocol'] == 'knn' and 0 <= res['top1'] <= 100 and res['checkpoint'].endswith('ckpt_e0002.pt')
+
+
+def test_knn_monitor_off_by_default(tmp_path):
+    r = run(BIN / 'cmae_pretrain', '--method', 'mae', *[a for a in TINY if a not in ('--knn-every', '1')], '--epochs', '1',
+            '--out', tmp_path)
+    assert r.returncode == 0, r.stderr[-1500:]
+    assert 'knn_top1' not in json.loads((tmp_path / 'metrics.json').read_text())[0]
+
+
+@pytest.mark.parametrize('args,msg', [
+    (['--method', 'mocov1', '--arch', 'vit_tiny'], '--arch vit_tiny: --method mocov1 trains a ResNet'),
+    (['--method', 'mocov2', '--ccrop'], '--ccrop: this course'),
+    (['--method', 'mocov1', '--resnet-layers', '1,2'], '--resnet-layers'),
+    (['--knn-every', '-1'], '--knn-every -1'),
+    (['--opt', 'adam'], "--opt 'adam'"),
+])
+def test_bad_method_options_one_line(args, msg, tmp_path):
+    r = run(BIN / 'cmae_pretrain', *args, '--out', tmp_path / 'x')
+    assert r.returncode != 0 and msg in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert not (tmp_path / 'x' / 'metrics.json').exists()
+
+
+def test_experiments_bad_input(tmp_path):
+    r = run(BIN / 'cmae_experiments', '--rows', 'CMAE++', '--out', tmp_path)
+    assert r.returncode != 0 and "row 'CMAE++': unknown" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    r = run(BIN / 'cmae_experiments', '--data', tmp_path / 'nope', '--out', tmp_path)
+    assert r.returncode != 0 and 'no such folder' in r.stderr
+    r = run(BIN / 'cmae_experiments', '--paper')
+    assert r.returncode == 0 and r.stdout.count('cmae_pretrain --preset paper') == 4 and '--epochs 500 --bs 512' in r.stdout
