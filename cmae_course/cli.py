@@ -95,6 +95,8 @@ def resolve_config(**opts) -> dict:
         if int(c[k]) != c[k] or c[k] < 1: raise ValueError(f"--{k.replace('_', '-')} {c[k]}: must be a positive integer")
     if c['img_size'] % c['patch_size']:
         raise ValueError(f"--img-size {c['img_size']} is not divisible by --patch-size {c['patch_size']}")
+    if c['decoder'].startswith('hybrid') and c['dec_depth'] < 3:
+        raise ValueError(f"--dec-depth {c['dec_depth']}: a {c['decoder']} decoder needs at least 3 blocks (attention at each end, one in the middle)")
     if c['dec_dim'] % c['dec_heads']: raise ValueError(f"--dec-dim {c['dec_dim']} is not divisible by --dec-heads {c['dec_heads']}")
     if not 0 < c['mask_ratio'] < 1: raise ValueError(f"--mask-ratio {c['mask_ratio']}: must be in (0, 1)")
     if c['blr'] <= 0 or c['wd'] < 0 or c['warmup'] < 0: raise ValueError("--blr must be > 0, --wd and --warmup >= 0")

@@ -24,8 +24,8 @@ ROWS = {  # name -> (what changes, cmae_pretrain options); every row also gets t
     'CMAE w/o location':       ('lambda_loc = 0', dict(method='cmae', lambda_loc=0.)),
     'CMAE, MLP decoder':       ('per-token MLP decoder', dict(method='cmae', decoder='mlp')),
     'CMAE, conv decoder':      ('convolutional decoder', dict(method='cmae', decoder='conv')),
-    'CMAE, hybrid MLP decoder': ('1 transformer block + MLP', dict(method='cmae', decoder='hybrid_mlp')),
-    'CMAE, hybrid conv decoder': ('1 transformer block + conv', dict(method='cmae', decoder='hybrid_conv')),
+    'CMAE, hybrid MLP decoder': ('attention, MLP, attention: 3 blocks (a hybrid needs a middle one)', dict(method='cmae', decoder='hybrid_mlp', dec_depth=3)),
+    'CMAE, hybrid conv decoder': ('attention, conv, attention: 3 blocks', dict(method='cmae', decoder='hybrid_conv', dec_depth=3)),
 }
 EXTRA_ROWS = {  # the paper's "fewer / narrower transformer layers": not in the default table (time), run them with --rows
     'CMAE, decoder 1 block':   ('transformer decoder, 1 block instead of 2', dict(method='cmae', dec_depth=1)),

@@ -65,6 +65,7 @@ def test_knn_monitor_off_by_default(tmp_path):
     (['--method', 'mocov1', '--resnet-layers', '1,2'], '--resnet-layers'),
     (['--knn-every', '-1'], '--knn-every -1'),
     (['--opt', 'adam'], "--opt 'adam'"),
+    (['--decoder', 'hybrid_conv'], '--dec-depth 2: a hybrid_conv decoder needs at least 3 blocks'),
 ])
 def test_bad_method_options_one_line(args, msg, tmp_path):
     r = run(BIN / 'cmae_pretrain', *args, '--out', tmp_path / 'x')
