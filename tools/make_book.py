@@ -69,8 +69,10 @@ def prepare(nb):
         if c['cell_type'] == 'code':
             d = directives(src)
             if d & {'hide', 'default_exp', 'exporti'} or 'include' in d and 'include: false' in src: continue
+            echo = not any(l.startswith('#|') and l[2:].replace(' ', '') == 'echo:false' for l in src.splitlines())
             src = '\n'.join(l for l in src.splitlines() if not l.startswith('#|')).strip()
             if not src: continue
+            if not echo: c.metadata.setdefault('tags', []).append('remove_input')     # nbdev's `#| echo: false`
             outs = []
             for o in c.get('outputs', []):
                 if WIDGET in o.get('data', {}):
@@ -121,7 +123,9 @@ def build(nbs=ROOT / 'nbs', out=ROOT / 'build' / 'book', log=print):
     if not files: raise FileNotFoundError(f'{nbs}: no notebooks to render')
     nbs_json = {p.stem: nbformat.read(p, as_version=4) for p in files}     # multi-line strings joined, as nbconvert expects
     toc = [(s, 'Home' if s == 'index' else f'{s.split("_")[0]} {title_of(nb, s)}') for s, nb in nbs_json.items()]
+    from nbconvert.preprocessors import TagRemovePreprocessor
     exp = HTMLExporter(template_name='basic', exclude_input_prompt=True, exclude_output_prompt=True, anchor_link_text='')
+    exp.register_preprocessor(TagRemovePreprocessor(remove_input_tags={'remove_input'}), enabled=True)
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for i, (stem, nb) in enumerate(nbs_json.items()):

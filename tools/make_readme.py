@@ -5,7 +5,7 @@
     python tools/make_readme.py --check  # exit 1 if README.md is stale
 
 Markdown cells are copied as they are; code cells that are not hidden (`#| hide`) are shown as Python blocks
-without their `#|` directives, followed by their text outputs; a markdown output (`IPython.display.Markdown`) is copied as
+without their `#|` directives (only the outputs for `#| echo: false`), followed by their text outputs; a markdown output (`IPython.display.Markdown`) is copied as
 markdown. Images in outputs are not copied.
 """
 import argparse, json, sys
@@ -24,6 +24,11 @@ def _directives(src):
     return {l[3:].strip().split()[0] for l in src.splitlines() if l.startswith('#|') and l[3:].strip()}
 
 
+def _echo_false(src):
+    "nbdev's `#| echo: false`: show the cell's output, not its code."
+    return any(l.startswith('#|') and l[2:].replace(' ', '') == 'echo:false' for l in src.splitlines())
+
+
 def render(nb_path):
     nb = json.loads(Path(nb_path).read_text(encoding='utf-8'))
     parts = []
@@ -35,7 +40,7 @@ def render(nb_path):
             if _directives(src) & {'hide', 'export', 'exporti', 'default_exp'}: continue
             code = '\n'.join(l for l in src.splitlines() if not l.startswith('#|')).strip()
             if not code: continue
-            parts.append(f'```python\n{code}\n```')
+            if not _echo_false(src): parts.append(f'```python\n{code}\n```')
             for out in cell.get('outputs', []):
                 md = out.get('data', {}).get('text/markdown')
                 if md:                                   # e.g. IPython.display.Markdown(table): copied as markdown
