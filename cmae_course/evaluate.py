@@ -30,7 +30,7 @@ __all__ = ['PROBE_OPTS', 'PROTOCOLS', 'is_vit', 'feature_fn', 'extract_features'
            'topk_accuracy', 'knn_scores', 'knn_eval', 'LARS', 'lr_at', 'single_thread', 'linear_head', 'linear_probe',
            'layer_id', 'param_groups_lrd', 'set_drop_path', 'Classifier', 'LayerDecayLR', 'finetune', 'get_encoder',
            'KNNMonitorCallback', 'vit_from_state_dict', 'resnet_from_state_dict', 'resolve_checkpoint', 'load_encoder',
-           'load_eval_data', 'evaluate_encoder', 'run_eval', 'cmae_eval']
+           'load_eval_data', 'evaluate_encoder', 'run_eval', 'dashed_argv', 'cmae_eval']
 
 # %% ../nbs/13_eval.ipynb #567a5c00
 def is_vit(m: nn.Module) -> bool:
@@ -574,6 +574,12 @@ def run_eval(checkpoint, data=None, protocol: str = 'linear', epochs: int | None
         out.update(dict(k=k, T=T) if protocol == 'knn' else dict(opt=opt, bs=min(bs or 256, len(train_ds)), blr=blr or PROBE_OPTS[opt][1]))
     out['seconds'] = round(time.time() - t0, 2)
     return out
+
+def dashed_argv(argv:list[str]) -> list[str]:
+    "Accept `--cache-dir` for fastcore's `--cache_dir` (and `--opt=x` forms), as `cmae_pretrain` does."
+    return ['--' + a[2:].partition('=')[0].replace('-', '_') + ''.join(a[2:].partition('=')[1:]) if a.startswith('--') else a for a in argv]
+
+if Path(sys.argv[0]).name == 'cmae_eval': sys.argv[1:] = dashed_argv(sys.argv[1:])
 
 @call_parse
 def cmae_eval(

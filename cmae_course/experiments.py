@@ -158,6 +158,10 @@ def paper_commands(data:str='data/tiny-imagenet-200', out:str='runs/paper') -> l
     return cmds
 
 # %% ../nbs/16_experiments.ipynb #ffed5d4f
+if Path(sys.argv[0]).name == 'cmae_experiments':              # accept --n-train for fastcore's --n_train
+    from cmae_course.evaluate import dashed_argv
+    sys.argv[1:] = dashed_argv(sys.argv[1:])
+
 @call_parse
 def cmae_experiments(
     out:str='runs/experiments', # folder for every run and results.json

@@ -53,8 +53,8 @@ def test_cmae_eval_on_every_method(runs, m, tmp_path):
 
 
 def test_knn_monitor_off_by_default(tmp_path):
-    r = run(BIN / 'cmae_pretrain', '--method', 'mae', *[a for a in TINY if a not in ('--knn-every', '1')], '--epochs', '1',
-            '--out', tmp_path)
+    i = TINY.index('--knn-every')
+    r = run(BIN / 'cmae_pretrain', '--method', 'mae', *TINY[:i], *TINY[i + 2:], '--epochs', '1', '--out', tmp_path)
     assert r.returncode == 0, r.stderr[-1500:]
     assert 'knn_top1' not in json.loads((tmp_path / 'metrics.json').read_text())[0]
 
@@ -79,5 +79,7 @@ def test_experiments_bad_input(tmp_path):
     assert r.returncode != 0 and "row 'CMAE++': unknown" in r.stderr and len(r.stderr.strip().splitlines()) == 1
     r = run(BIN / 'cmae_experiments', '--data', tmp_path / 'nope', '--out', tmp_path)
     assert r.returncode != 0 and 'no such folder' in r.stderr
+    r = run(BIN / 'cmae_experiments', '--n-train', '0', '--rows', 'CMAE++', '--out', tmp_path)      # dashed option accepted
+    assert "row 'CMAE++': unknown" in r.stderr
     r = run(BIN / 'cmae_experiments', '--paper')
     assert r.returncode == 0 and r.stdout.count('cmae_pretrain --preset paper') == 4 and '--epochs 500 --bs 512' in r.stdout
