@@ -22,7 +22,7 @@ from .checkpoint import (SaveCheckpoints, ResumeState, latest_checkpoint, load_c
                                     atomic_save, write_metrics)
 
 # %% auto #0
-__all__ = ['PRESETS', 'DEFAULTS', 'ARCHS', 'METHODS', 'METHOD_DEFAULTS', 'is_moco', 'CCROP_SOURCES', 'LOC_MODES',
+__all__ = ['PRESETS', 'DEFAULTS', 'ARCHS', 'METHODS', 'METHOD_DEFAULTS', 'CCROP_SOURCES', 'LOC_MODES', 'is_moco',
            'resolve_config', 'build_model', 'cmae_kwargs', 'build_data', 'plot_losses', 'reconstruct',
            'plot_reconstructions', 'plot_heatmaps', 'pretrain', 'print_summary', 'cli_argv', 'cmae_pretrain']
 
@@ -50,7 +50,9 @@ METHODS = ('mae', 'cmae', 'mocov1', 'mocov2')
 METHOD_DEFAULTS = dict(
     mocov1=dict(arch='resnet18', opt='sgd', blr=0.25, wd=1e-4, warmup=0, momentum=0.999, momentum_end=0.999),
     mocov2=dict(arch='resnet50', opt='sgd', blr=0.25, wd=1e-4, warmup=0, momentum=0.999, momentum_end=0.999))
-is_moco = lambda c: c['method'].startswith('moco')
+def is_moco(c:dict) -> bool:
+    "Does config `c` train a MoCo baseline (a ResNet) rather than a ViT?"
+    return c['method'].startswith('moco')
 CCROP_SOURCES = ('features', 'attention')
 LOC_MODES = ('droppos', 'paper')
 
