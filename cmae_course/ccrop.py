@@ -16,9 +16,10 @@ from .data import eval_view
 
 # %% auto #0
 __all__ = ['FEATURE_REDUCTIONS', 'FEATURE_TOKENS', 'DEFAULT_FEATURES', 'CC_LITERAL', 'boxes_from_heatmap', 'box_iou',
-           'whole_image_boxes', 'mean_iou', 'eval_mode', 'minmax_normalize', 'upsample_map', 'parse_source',
-           'patch_grid', 'token_maps', 'patch_scores', 'scores_to_heatmap', 'heatmap', 'dataset_boxes', 'box_iou_table',
-           'show_ccrop', 'dist_info', 'shard_indices', 'gather_boxes', 'unwrap_encoder', 'BoxRefreshCallback']
+           'whole_image_boxes', 'mean_iou', 'whole_share', 'eval_mode', 'minmax_normalize', 'upsample_map',
+           'parse_source', 'patch_grid', 'token_maps', 'patch_scores', 'scores_to_heatmap', 'heatmap', 'dataset_boxes',
+           'box_iou_table', 'show_ccrop', 'dist_info', 'shard_indices', 'gather_boxes', 'unwrap_encoder',
+           'BoxRefreshCallback']
 
 # %% ../nbs/06_ccrop.ipynb #c007
 def boxes_from_heatmap(hm: Tensor, k: float = 0.1, exclusive_end: bool = True) -> Tensor:
@@ -58,6 +59,11 @@ def mean_iou(boxes: Tensor, true_boxes: Tensor) -> float:
     true_boxes = torch.as_tensor(true_boxes, dtype=torch.float32, device=boxes.device)
     ok = ~torch.isnan(true_boxes).any(-1)
     return box_iou(boxes[ok].float(), true_boxes[ok]).mean().item() if ok.any() else float('nan')
+
+def whole_share(boxes: Tensor, tol: float = 0.02) -> float:
+    "Share of boxes (N, 4) that cover (nearly) the whole image, every side within `tol` of the border: boxes that localise nothing."
+    b = boxes.float()
+    return ((b[:, :2] <= tol).all(1) & (b[:, 2:] >= 1 - tol).all(1)).float().mean().item() if len(b) else float('nan')
 
 # %% ../nbs/06_ccrop.ipynb #c014
 @contextmanager
@@ -268,7 +274,8 @@ class BoxRefreshCallback(Callback):
     `eval_ds` (un-augmented full images in training-set order; default `data.eval_view(train_ds)`), write them into `train_ds.boxes`
     (default `learn.dls.train.dataset`), switch `use_box` on; train/eval modes are restored. Under torch.distributed each
     rank computes its `shard` ('strided' | 'contiguous') and the table is all-gathered. Every refresh appends
-    dict(epoch, source, k, miou, miou_whole, n_true) to `learn.ccrop_log` (IoU vs `true_boxes`, NaN rows skipped)."""
+    dict(epoch, source, k, whole_share, miou, miou_whole, n_true) to `learn.ccrop_log`: the share of boxes that are (nearly) the
+    whole image, and the mean IoU vs `true_boxes` (NaN rows skipped) of the boxes and of the whole-image box."""
     order = 40
     def __init__(self, warmup: int, interval: int, k: float = 0.1, source: str = 'features', eval_ds=None, train_ds=None,
                  bs: int = 64, shard: str = 'strided', get_encoder=unwrap_encoder):
@@ -303,7 +310,8 @@ class BoxRefreshCallback(Callback):
         table = gather_boxes(local.to(_device(enc)), idxs, n).cpu()
         self._ds.boxes.set_all(table)
         self._ds.boxes.use_box = True
-        rec = dict(epoch=self.learn.epoch, source=self.source, k=self.k, miou=float('nan'), miou_whole=float('nan'), n_true=0)
+        rec = dict(epoch=self.learn.epoch, source=self.source, k=self.k, whole_share=whole_share(table), miou=float('nan'),
+                   miou_whole=float('nan'), n_true=0)
         tb = getattr(self._ds, 'true_boxes', None)
         if tb is not None:
             tb = torch.as_tensor(tb, dtype=torch.float32)

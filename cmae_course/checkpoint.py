@@ -176,6 +176,7 @@ def epoch_record(learn) -> dict:
     log = getattr(learn, 'ccrop_log', None)
     if log and log[-1].get('epoch') == learn.epoch:
         rec['box_iou'] = _clean(log[-1].get('miou')); rec['box_iou_whole'] = _clean(log[-1].get('miou_whole'))
+        rec['box_whole_share'] = _clean(log[-1].get('whole_share'))
     return rec
 
 def write_metrics(history:list, path:str|Path):

@@ -40,7 +40,7 @@ PRESETS = dict(
 )
 DEFAULTS = dict(data=None, method='cmae', opt='adamw', momentum=0.996, momentum_end=0.996, moco_k=None, knn_every=0,
                 lambda_ctr=1., lambda_loc=1., lambda_rec=1.,
-                loc_mode=None, ccrop='auto', ccrop_source='features', ccrop_k=0.1, ccrop_alpha=1.0, precision='auto',
+                loc_mode=None, loc_loss='ce', pos_mask_ratio=0.75, tau=0.2, norm_pix=False, ccrop='auto', ccrop_source='features', ccrop_k=0.1, ccrop_alpha=1.0, precision='auto',
                 device='auto', compile=False, workers=0, seed=0, out='runs/cmae', keep=2, resume=False, init_mae=None,
                 probe=True, figures=True)
 ARCHS = ('vit_tiny', 'vit_small', 'vit_base', 'resnet18', 'resnet50')
@@ -109,6 +109,10 @@ def resolve_config(**opts) -> dict:
     if c['precision'] not in PRECISIONS: raise ValueError(f"--precision {c['precision']!r}: choose one of {list(PRECISIONS)}")
     if c['loc_mode'] is not None and c['loc_mode'] not in LOC_MODES:
         raise ValueError(f"--loc-mode {c['loc_mode']!r}: choose one of {list(LOC_MODES)}")
+    from cmae_course.location import LOC_LOSSES
+    if c['loc_loss'] not in LOC_LOSSES: raise ValueError(f"--loc-loss {c['loc_loss']!r}: choose one of {list(LOC_LOSSES)}")
+    if not 0 <= c['pos_mask_ratio'] <= 1: raise ValueError(f"--pos-mask-ratio {c['pos_mask_ratio']}: must be in [0, 1]")
+    if c['tau'] <= 0: raise ValueError(f"--tau {c['tau']}: must be > 0")
     for k in ('lambda_ctr', 'lambda_loc', 'lambda_rec'):
         if c[k] < 0: raise ValueError(f"--{k.replace('_', '-')} {c[k]}: must be >= 0")
     if c['data'] is not None and not Path(c['data']).is_dir(): raise FileNotFoundError(f"--data {c['data']}: no such folder")
@@ -133,7 +137,7 @@ def build_model(c:dict) -> nn.Module:
     if c['init_mae']: _load_init_mae(enc, c['init_mae'])
     if c['method'] == 'mae':
         from cmae_course.mae import MAE
-        return MAE(enc, dec, norm_pix_loss=c.get('norm_pix', False))
+        return MAE(enc, dec, norm_pix_loss=c['norm_pix'])
     from cmae_course.cmae import CMAE
     return CMAE(enc, dec, **cmae_kwargs(c))
 
@@ -142,7 +146,7 @@ def cmae_kwargs(c:dict) -> dict:
     kw = dict(lambda_ctr=c['lambda_ctr'], lambda_loc=c['lambda_loc'], lambda_rec=c['lambda_rec'],
               use_ctr=c['lambda_ctr'] > 0, use_loc=c['lambda_loc'] > 0, momentum=c['momentum'])
     if c.get('loc_mode'): kw['loc_mode'] = c['loc_mode']
-    if c.get('norm_pix') is not None: kw['norm_pix_loss'] = c['norm_pix']
+    kw.update(loc_loss=c['loc_loss'], pos_mask_ratio=c['pos_mask_ratio'], tau=c['tau'], norm_pix_loss=c['norm_pix'])
     return kw
 
 def _load_init_mae(enc:nn.Module, path:str):
@@ -394,6 +398,10 @@ def cmae_pretrain(
     lambda_loc:float=1.,      # weight of the location loss
     lambda_rec:float=1.,      # weight of the reconstruction loss
     loc_mode:str=None,        # location task: droppos (default, non-trivial) | paper (literal, PE before masking)
+    loc_loss:str='ce',        # location loss: ce | l2 (the paper's Eq. 5 on softmax) | l2_logits (Eq. 5 on raw outputs)
+    pos_mask_ratio:float=0.75, # droppos: share of the visible tokens whose position embedding is dropped (and scored)
+    tau:float=0.2,            # InfoNCE temperature
+    norm_pix:bool=False,      # reconstruct per-patch normalised pixels (MAE's norm_pix_loss)
     ccrop:str='auto',         # ContrastiveCrop: --ccrop / --no-ccrop (auto: on for cmae)
     ccrop_source:str='features', # heatmap source: features | attention
     ccrop_warmup:int=None,    # epochs before the first box refresh

@@ -11,7 +11,7 @@ import torch, torch.nn as nn, torch.nn.functional as F
 from .patching import patchify
 from .mae import normalize_patches, create_mae
 from .contrastive import (ProjectionHead, momentum_copy, momentum_update, momentum_schedule,
-                                     info_nce, query_tokens, key_tokens, pool_tokens)
+                                     info_nce_acc, query_tokens, key_tokens, pool_tokens)
 from .location import LocationHead, location_loss, location_accuracy, embed_visible, LOC_LOSSES
 
 # %% ../nbs/09_cmae.ipynb #461ebe74
@@ -86,7 +86,8 @@ class CMAE(nn.Module):
     def forward(self, x1, x2=None, mask_ratio=0.75, noise=None, noise_k=None, noise_pos=None):
         """`x1, x2: (N, C, H, W)` two views (x2 needed only by the contrastive task); `noise, noise_k: (N, L)` masking
         noise of x1 / x2, `noise_pos: (N, l)` PE-drop noise (random if None).
-        Returns dict: `loss` (weighted total), parts `rec`, `ctr`, `loc` (a switched-off part is absent), `loc_acc`,
+        Returns dict: `loss` (weighted total), parts `rec`, `ctr`, `loc` (a switched-off part is absent), `loc_acc`, `ctr_acc`
+        (positive retrieval top-1 in the batch),
         `pred (N, L, p*p*C)`, `mask (N, L)` of x1."""
         if x1.ndim != 4: raise ValueError(f"x1 must be (N, C, H, W), got shape {tuple(x1.shape)}")
         if self.use_ctr:
@@ -111,12 +112,13 @@ class CMAE(nn.Module):
             l = latent.shape[1] - 1
             if noise_k is None: noise_k = torch.rand(N, L, device=x1.device)
             ids_restore_k = torch.argsort(torch.argsort(noise_k, dim=1), dim=1)
-            ctr = info_nce(self._query(ev, latent), self._key(x2, ids_restore_k, l), self.tau)
+            ctr, acc = info_nce_acc(self._query(ev, latent), self._key(x2, ids_restore_k, l), self.tau)
             if self.symmetric:  # second online pass on x2 (full PE), keys from ME on x1 with x1's mask
                 ev2 = embed_visible(self.encoder, x2, mask_ratio, noise_k)
                 q = self._query(ev2, self.encoder.forward_tokens(ev2['x_vis']))
-                ctr = 0.5 * (ctr + info_nce(q, self._key(x1, ev['ids_restore'], l), self.tau))
-            out['ctr'] = ctr
+                ctr2, acc2 = info_nce_acc(q, self._key(x1, ev['ids_restore'], l), self.tau)
+                ctr, acc = 0.5 * (ctr + ctr2), 0.5 * (acc + acc2)
+            out['ctr'], out['ctr_acc'] = ctr, acc
             loss = loss + self.lambda_ctr * ctr
         return dict(loss=loss, **out, pred=pred, mask=ev['mask'])
 

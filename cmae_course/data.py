@@ -16,10 +16,10 @@ from fastai.data.core import DataLoader, DataLoaders
 from fastai.torch_core import default_device
 
 # %% auto #0
-__all__ = ['SHAPES', 'COLOURS', 'TEXTURES', 'GEN_VERSION', 'IMG_EXTS', 'IMAGENET_MEAN', 'IMAGENET_STD', 'shape_sdf', 'texture',
-           'class_specs', 'render', 'cache_dir', 'make_default_dataset', 'pixel_box_to_frac', 'frac_box_to_pixel',
-           'check_pixel_box', 'Items', 'read_tiny_imagenet', 'read_image_folder', 'read_items', 'to_rgb', 'load_rgb',
-           'LoadReport', 'ImageSet', 'decode_items', 'load_split', 'class_counts', 'crop_params',
+__all__ = ['SHAPES', 'COLOURS', 'TEXTURES', 'CLASS_SHAPES', 'GEN_VERSION', 'IMG_EXTS', 'IMAGENET_MEAN', 'IMAGENET_STD',
+           'shape_sdf', 'texture', 'class_specs', 'render', 'cache_dir', 'make_default_dataset', 'pixel_box_to_frac',
+           'frac_box_to_pixel', 'check_pixel_box', 'Items', 'read_tiny_imagenet', 'read_image_folder', 'read_items',
+           'to_rgb', 'load_rgb', 'LoadReport', 'ImageSet', 'decode_items', 'load_split', 'class_counts', 'crop_params',
            'contrastive_crop_params', 'BoxTable', 'interp_matrix', 'resized_crops', 'hue_matrix', 'color_matrix',
            'apply_color', 'color_jitter', 'random_grayscale', 'normalize', 'denormalize', 'box_in_view', 'ViewDataset',
            'eval_view', 'ViewDataLoader', 'pretrain_dataloaders', 'mae_dataloaders', 'cmae_dataloaders',
@@ -59,23 +59,25 @@ def texture(tex, u, v, freq):
     if tex == 'rings':   return (np.sin(np.sqrt(u*u + v*v)*freq*1.3) > 0).astype(np.float32)
     raise ValueError(f"tex: unknown texture {tex!r}; expected one of {TEXTURES}")
 
+CLASS_SHAPES = ('disk', 'square', 'triangle', 'ring', 'cross', 'star', 'crescent', 'bowtie', 'ellipse', 'frame')
+
 def class_specs(n_classes=10):
-    "The `n_classes` object classes: each a distinct (colour, shape) pair with a texture; wnid like 'red_disk'."
-    cols = list(COLOURS)
-    if not 2 <= n_classes <= len(cols)*len(SHAPES):
-        raise ValueError(f"n_classes: must be in [2, {len(cols)*len(SHAPES)}], got {n_classes}")
-    specs = []
-    for k in range(n_classes):
-        shape, col = SHAPES[k % len(SHAPES)], cols[(k + 3*(k // len(SHAPES))) % len(cols)]
-        tex = TEXTURES[k % len(TEXTURES)]
-        specs.append(dict(wnid=f"{col}_{shape}", name=f"{col} {tex} {shape}", shape=shape,
-                          colour=COLOURS[col], texture=tex))
-    assert len({s['wnid'] for s in specs}) == n_classes
-    return specs
+    """The `n_classes` object classes: one SHAPE each (wnid = the shape's name, e.g. 'disk'). Colour, texture, size,
+    position and rotation are drawn per image, independently of the class. The shapes in `CLASS_SHAPES` stay distinct
+    under rotation (a diamond is a turned square and a hexagon is nearly a disk at 32 px, so neither is a class)."""
+    if not 2 <= n_classes <= len(CLASS_SHAPES):
+        raise ValueError(f"n_classes: must be in [2, {len(CLASS_SHAPES)}], got {n_classes}")
+    return [dict(wnid=s, name=s, shape=s) for s in CLASS_SHAPES[:n_classes]]
+
 
 # %% ../nbs/00_data.ipynb #b06402ba
-def _draw(img, spec, cx, cy, half, rot, freq):
-    "Alpha-blend one object into `img` (H, W, 3) float32 in place, only inside its window; returns (alpha, (x0, y0))."
+def _appearance(rng):
+    "A random (colour, texture) for one object, drawn independently of its shape (the class)."
+    return COLOURS[list(COLOURS)[rng.integers(len(COLOURS))]], TEXTURES[rng.integers(len(TEXTURES))]
+
+def _draw(img, shape, colour, tex, cx, cy, half, rot, freq, contrast=0.6):
+    """Alpha-blend one `shape` of `colour` and texture `tex` into `img` (H, W, 3) float32 in place, only inside its
+    window; `contrast` is the texture's strength. Returns (alpha, (x0, y0))."""
     H, W, _ = img.shape
     R = 1.45*half + 1
     x0, x1 = max(0, int(cx - R)), min(W, int(cx + R) + 1)
@@ -85,19 +87,21 @@ def _draw(img, spec, cx, cy, half, rot, freq):
     c, s = np.float32(math.cos(rot)/half), np.float32(math.sin(rot)/half)
     X, Y = xx - np.float32(cx), yy - np.float32(cy)
     u, v = c*X + s*Y, c*Y - s*X
-    alpha = np.clip(0.5 - shape_sdf(spec['shape'], u, v)*np.float32(half), 0, 1)  # ~1 px anti-aliased edge
-    t = texture(spec['texture'], u, v, freq)
-    col = np.asarray(spec['colour'], np.float32)
+    alpha = np.clip(0.5 - shape_sdf(shape, u, v)*np.float32(half), 0, 1)  # ~1 px anti-aliased edge
+    t = texture(tex, u, v, freq)
+    col = np.asarray(colour, np.float32)
     dark = col*np.float32(0.45) if col.mean() > 60 else col + np.float32(90)
-    if spec['texture'] == 'solid': obj = col*(0.75 + 0.5*t)[..., None]
-    else: obj = col + (dark - col)*(0.6*t)[..., None]
+    if tex == 'solid': obj = col*(1 + (contrast/0.6)*(0.5*t - 0.25))[..., None]
+    else: obj = col + (dark - col)*(contrast*t)[..., None]
     win = img[y0:y1, x0:x1]
     win += (obj - win)*alpha[..., None]
     return alpha, (x0, y0)
 
-def render(spec_main, specs_other, rng, size=64):
-    """One image: textured, cluttered background; 2-4 small distractors of other classes; then the main object
-    (30-70% of the side, random position inside the image, random rotation) drawn on top, so it is never occluded.
+def render(shape, rng, size=64, distractors=CLASS_SHAPES, scale=(0.45, 0.85), n_distractors=(1, 3),
+           distractor_scale=(0.12, 0.22), texture_contrast=0.3, bg_contrast=12.):
+    """One image whose class is the `shape` of its main object: textured, cluttered background; 2-4 small distractors
+    (random shapes from `distractors`); then the main object (30-70% of the side, random position inside the image,
+    random rotation) drawn on top, so it is never occluded. Every object's colour and texture are random.
     Returns (uint8 (size, size, 3), box) with box = (x0, y0, x1, y1) INCLUSIVE pixel coords of the main object."""
     f32 = np.float32
     yy, xx = np.mgrid[0:size, 0:size].astype(f32) + f32(0.5)
@@ -105,7 +109,7 @@ def render(spec_main, specs_other, rng, size=64):
     for _ in range(3):   # background: three random colour gratings
         th, f, ph = rng.uniform(0, np.pi), rng.uniform(0.1, 0.6), rng.uniform(0, 2*np.pi)
         wave = np.sin(xx*f32(np.cos(th)*f) + yy*f32(np.sin(th)*f) + f32(ph))
-        img += wave[..., None]*rng.uniform(-25, 25, 3).astype(f32)
+        img += wave[..., None]*rng.uniform(-bg_contrast, bg_contrast, 3).astype(f32)
     for _ in range(rng.integers(3, 7)):  # clutter: soft blobs
         bx, by, br = rng.uniform(0, size), rng.uniform(0, size), rng.uniform(2, 6)
         x0, x1 = max(0, int(bx - 3*br)), min(size, int(bx + 3*br) + 1)
@@ -113,20 +117,20 @@ def render(spec_main, specs_other, rng, size=64):
         d2 = (xx[y0:y1, x0:x1] - f32(bx))**2 + (yy[y0:y1, x0:x1] - f32(by))**2
         m = np.exp(-d2*f32(0.5/br/br))[..., None]*f32(0.8)
         win = img[y0:y1, x0:x1]; win += (rng.uniform(40, 200, 3).astype(f32) - win)*m
-    for _ in range(rng.integers(2, 5)):  # distractors (12-22% of the side), drawn before the main object
-        spec = specs_other[rng.integers(len(specs_other))]
-        _draw(img, spec, rng.uniform(0, size), rng.uniform(0, size), rng.uniform(0.12, 0.22)*size/2,
-              rng.uniform(0, 2*np.pi), rng.uniform(5, 8))
-    half = rng.uniform(0.3, 0.7)*size/2
+    for _ in range(rng.integers(n_distractors[0], n_distractors[1] + 1)):  # distractors (12-22% of the side), drawn before the main object
+        _draw(img, distractors[rng.integers(len(distractors))], *_appearance(rng), rng.uniform(0, size), rng.uniform(0, size), rng.uniform(*distractor_scale)*size/2,
+              rng.uniform(0, 2*np.pi), rng.uniform(5, 8), texture_contrast)
+    half = rng.uniform(*scale)*size/2
     cx, cy = rng.uniform(half, size - half), rng.uniform(half, size - half)
-    a, (ax, ay) = _draw(img, spec_main, cx, cy, half, rng.uniform(0, 2*np.pi), rng.uniform(5, 8))
+    a, (ax, ay) = _draw(img, shape, *_appearance(rng), cx, cy, half, rng.uniform(0, 2*np.pi), rng.uniform(5, 8),
+                        texture_contrast)
     img += rng.standard_normal(img.shape, dtype=f32)*f32(6)
     cols, rows = np.nonzero(a.max(0) >= 0.5)[0], np.nonzero(a.max(1) >= 0.5)[0]
     box = (ax + int(cols[0]), ay + int(rows[0]), ax + int(cols[-1]), ay + int(rows[-1]))
     return np.clip(img, 0, 255).astype(np.uint8), box
 
 # %% ../nbs/00_data.ipynb #2e315dec
-GEN_VERSION = 1
+GEN_VERSION = 2   # 2: the class is the shape alone (colour and texture random per image)
 
 def cache_dir():
     "Where generated data lives: `$XDG_CACHE_HOME/cmae_course` (default `~/.cache/cmae_course`)."
@@ -138,8 +142,8 @@ def _write_split(root, split, specs, n_per_class, seed, size, quality):
     n_cls, lines = len(specs), {}
     for k in range(n_cls * n_per_class):
         label = k % n_cls if split != 'train' else k // n_per_class
-        others = specs[:label] + specs[label+1:]
-        img, (x0, y0, x1, y1) = render(specs[label], others, np.random.default_rng([seed, sid, k]), size)
+        img, (x0, y0, x1, y1) = render(specs[label]['shape'], np.random.default_rng([seed, sid, k]), size,
+                                       [sp['shape'] for sp in specs])
         w = specs[label]['wnid']
         if split == 'train':
             name, d = f"{w}_{k % n_per_class}.JPEG", root/'train'/w/'images'

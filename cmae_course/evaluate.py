@@ -26,11 +26,12 @@ import fastai.callback.progress, fastai.callback.fp16  # patch Learner.no_bar, L
 from fastcore.script import call_parse
 
 # %% auto #0
-__all__ = ['PROBE_OPTS', 'PROTOCOLS', 'is_vit', 'feature_fn', 'extract_features', 'file_hash', 'cache_key', 'FeatureCache',
-           'topk_accuracy', 'knn_scores', 'knn_eval', 'LARS', 'lr_at', 'single_thread', 'linear_head', 'linear_probe',
-           'layer_id', 'param_groups_lrd', 'set_drop_path', 'Classifier', 'LayerDecayLR', 'finetune', 'get_encoder',
-           'KNNMonitorCallback', 'vit_from_state_dict', 'resnet_from_state_dict', 'resolve_checkpoint', 'load_encoder',
-           'load_eval_data', 'evaluate_encoder', 'run_eval', 'dashed_argv', 'cmae_eval']
+__all__ = ['PROBE_OPTS', 'PROBE_WDS', 'PROTOCOLS', 'is_vit', 'feature_fn', 'extract_features', 'file_hash', 'cache_key',
+           'FeatureCache', 'topk_accuracy', 'knn_scores', 'knn_eval', 'LARS', 'lr_at', 'single_thread', 'linear_head',
+           'linear_probe', 'standardize', 'fit_logistic', 'logistic_probe', 'layer_id', 'param_groups_lrd',
+           'set_drop_path', 'Classifier', 'LayerDecayLR', 'finetune', 'get_encoder', 'KNNMonitorCallback',
+           'vit_from_state_dict', 'resnet_from_state_dict', 'resolve_checkpoint', 'load_encoder', 'load_eval_data',
+           'evaluate_encoder', 'run_eval', 'dashed_argv', 'cmae_eval']
 
 # %% ../nbs/13_eval.ipynb #567a5c00
 def is_vit(m: nn.Module) -> bool:
@@ -154,9 +155,13 @@ def knn_scores(bank_feats: Tensor, bank_labels: Tensor, query_feats: Tensor, k: 
     return torch.cat(out)
 
 def knn_eval(train_feats: Tensor, train_labels: Tensor, val_feats: Tensor, val_labels: Tensor, k: int = 20, T: float = 0.07,
-             n_classes: int | None = None, chunk: int = 1024) -> dict:
-    "kNN classification of val with train as the memory bank -> {'top1', 'top5'} in percent."
+             n_classes: int | None = None, chunk: int = 1024, center: bool = True) -> dict:
+    """kNN classification of val with train as the memory bank -> {'top1', 'top5'} in percent. `center`: subtract the bank's mean
+    feature from bank and queries before the cosine similarity (a feature shared by every image says nothing about the class)."""
     C = n_classes or int(max(train_labels.max(), val_labels.max()).item() + 1)
+    if center:
+        mu = train_feats.float().mean(0)
+        train_feats, val_feats = train_feats.float() - mu, val_feats.float() - mu
     top1, top5 = topk_accuracy(knn_scores(train_feats, train_labels, val_feats, k, T, C, chunk), val_labels)
     return dict(top1=top1, top5=top5)
 
@@ -248,6 +253,60 @@ def linear_probe(train_feats: Tensor, train_labels: Tensor, val_feats: Tensor, v
     with torch.no_grad(): scores = head(val_feats.float().to(device))
     top1, top5 = topk_accuracy(scores, val_labels)
     return dict(top1=top1, top5=top5, head=head, losses=losses, lr=lr, bs=bs, opt=opt, epochs=epochs)
+
+# %% ../nbs/13_eval.ipynb #e53b9dda
+PROBE_WDS = (1e-5, 1e-4, 1e-3, 1e-2, 1e-1)   # L2 weights the converged probe chooses from
+
+def standardize(train: Tensor, *others: Tensor) -> list[Tensor]:
+    "z-score each feature with the TRAINING features' mean and std, and apply the same map to `others` (nothing leaks from them)."
+    mu, sd = train.mean(0), train.std(0).clamp_min(1e-6)
+    return [(f - mu) / sd for f in (train, *others)]
+
+def fit_logistic(x: Tensor, y: Tensor, n_classes: int, wd: float = 1e-3, max_iter: int = 1000, tol: float = 1e-6) -> dict:
+    """Multinomial logistic regression `x W + b` solved by full-batch L-BFGS (float64, strong-Wolfe line search), minimising
+    mean cross-entropy + wd/2 ||W||^2. x: (N, D), y: (N,) -> dict W (D, C), b (C,), train `loss` (cross-entropy alone) and
+    `acc` (percent), `grad_norm` (largest gradient entry at the end: near 0 = converged), `iters`."""
+    x, y = x.double(), y.long()
+    W = x.new_zeros(x.shape[1], n_classes, requires_grad=True)
+    b = x.new_zeros(n_classes, requires_grad=True)
+    opt = torch.optim.LBFGS([W, b], lr=1, max_iter=max_iter, history_size=20, line_search_fn='strong_wolfe',
+                            tolerance_grad=tol, tolerance_change=1e-12)
+    def objective():
+        opt.zero_grad()
+        loss = F.cross_entropy(x @ W + b, y) + 0.5 * wd * W.pow(2).sum()
+        loss.backward()
+        return loss
+    opt.step(objective)
+    objective()                                                       # gradient at the solution
+    with torch.no_grad():
+        logits = x @ W + b
+        return dict(W=W.detach(), b=b.detach(), loss=F.cross_entropy(logits, y).item(),
+                    acc=100. * (logits.argmax(1) == y).double().mean().item(),
+                    grad_norm=max(W.grad.abs().max().item(), b.grad.abs().max().item()),
+                    iters=int(opt.state[opt._params[0]]['n_iter']))
+
+def logistic_probe(train_feats: Tensor, train_labels: Tensor, val_feats: Tensor, val_labels: Tensor, *,
+                   n_classes: int | None = None, wds=PROBE_WDS, holdout: float = 0.2, seed: int = 0,
+                   max_iter: int = 1000) -> dict:
+    """The linear probe solved to convergence, on cached features (N, D): standardise with the training statistics, choose the L2
+    weight among `wds` by accuracy on a held-out `holdout` share of the TRAINING features (the validation split never chooses),
+    refit on all training features, then score val. Returns top1/top5 (percent) and the probe's own numbers: the chosen `wd`, its
+    final `train_loss` and `train_acc`, `grad_norm`, `iters`, and `cv` ({wd: held-out top-1})."""
+    if len(train_feats) < 5: raise ValueError(f"need at least 5 training features, got {len(train_feats)}")
+    C = n_classes or int(max(train_labels.max(), val_labels.max()).item() + 1)
+    xtr, xva = standardize(train_feats.double(), val_feats.double())
+    ytr = train_labels.long()
+    perm = torch.randperm(len(xtr), generator=torch.Generator().manual_seed(seed))
+    ho, fit = perm[:max(1, int(holdout * len(xtr)))], perm[max(1, int(holdout * len(xtr))):]
+    cv = {}
+    for wd in wds:
+        r = fit_logistic(xtr[fit], ytr[fit], C, wd, max_iter)
+        cv[wd] = 100. * ((xtr[ho] @ r['W'] + r['b']).argmax(1) == ytr[ho]).double().mean().item()
+    best = max(wds, key=lambda w: (round(cv[w], 6), w))                # a tie goes to the stronger regularisation
+    r = fit_logistic(xtr, ytr, C, best, max_iter)
+    top1, top5 = topk_accuracy(xva @ r['W'] + r['b'], val_labels)
+    return dict(top1=top1, top5=top5, wd=best, train_loss=r['loss'], train_acc=r['acc'], grad_norm=r['grad_norm'],
+                iters=r['iters'], cv=cv)
 
 # %% ../nbs/13_eval.ipynb #9f54564d
 def layer_id(name: str, num_layers: int) -> int:

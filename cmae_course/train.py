@@ -26,11 +26,11 @@ from fastai.optimizer import OptimWrapper
 from fastai.torch_core import find_bs
 
 # %% auto #0
-__all__ = ['PRECISIONS', 'LOSS_PARTS', 'OPTIMIZERS', 'pick_device', 'cpu_has_native_bf16', 'pick_precision', 'DeviceAMP',
-           'SSLModel', 'ssl_loss', 'unwrap', 'param_groups', 'lr_from_blr', 'adamw_opt', 'sgd_opt', 'warmup_cosine',
-           'momentum_at', 'MomentumUpdate', 'LossPart', 'Throughput', 'NoValidation', 'IterLog', 'StepCounter',
-           'NonFiniteLossError', 'StopOnNaN', 'rank', 'world_size', 'is_rank0', 'init_distributed', 'shard_dl',
-           'DDPCallback', 'SSLLearner', 'ssl_learner', 'learn_lr', 'fit_ssl']
+__all__ = ['PRECISIONS', 'LOSS_PARTS', 'TASK_METRICS', 'OPTIMIZERS', 'pick_device', 'cpu_has_native_bf16', 'pick_precision',
+           'DeviceAMP', 'SSLModel', 'ssl_loss', 'unwrap', 'param_groups', 'lr_from_blr', 'adamw_opt', 'sgd_opt',
+           'warmup_cosine', 'momentum_at', 'MomentumUpdate', 'LossPart', 'Throughput', 'NoValidation', 'IterLog',
+           'StepCounter', 'NonFiniteLossError', 'StopOnNaN', 'rank', 'world_size', 'is_rank0', 'init_distributed',
+           'shard_dl', 'DDPCallback', 'SSLLearner', 'ssl_learner', 'learn_lr', 'fit_ssl']
 
 # %% ../nbs/10_train.ipynb #4d418dbc
 def pick_device(device:str|torch.device|None='auto') -> torch.device:
@@ -82,6 +82,7 @@ class DeviceAMP(MixedPrecision):
 
 # %% ../nbs/10_train.ipynb #4914b520
 LOSS_PARTS = ('rec', 'ctr', 'loc')
+TASK_METRICS = ('ctr_acc', 'loc_acc')   # does each task learn? positive retrieval top-1, location accuracy
 
 class SSLModel(nn.Module):
     "Wrap an SSL model so `forward(*views)` returns a dict with 'loss' and its parts."
@@ -335,7 +336,7 @@ def ssl_learner(model:nn.Module, dls:DataLoaders, *, mask_ratio:float=0.75, lr:f
     if accum > 1: cb_list.append(GradientAccumulation(n_acc=accum * dls.train.bs))
     if distributed or (distributed is None and world_size() > 1): cb_list.append(DDPCallback())
     learn = SSLLearner(dls, net, loss_func=ssl_loss, opt_func=opt_func, lr=lr, wd=None, cbs=cb_list + list(cbs or []),
-                       metrics=[LossPart(p) for p in LOSS_PARTS] + [
+                       metrics=[LossPart(p) for p in LOSS_PARTS + TASK_METRICS] + [
                            ValueMetric(lambda: learn_lr(learn), 'lr'), ValueMetric(lambda: tput.value, 'img_s')],
                        path=path)
     learn.recorder.train_metrics, learn.recorder.valid_metrics = True, False
