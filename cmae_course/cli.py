@@ -17,19 +17,20 @@ from fastcore.script import call_parse, is_cli
 warnings.filterwarnings('ignore', message=r'`torch.jit.script` is deprecated', category=FutureWarning)
 
 from .train import (pick_device, pick_precision, PRECISIONS, ssl_learner, fit_ssl, lr_from_blr, unwrap,
-                               init_distributed, is_rank0, world_size, NonFiniteLossError, OPTIMIZERS)
+                               init_distributed, is_rank0, world_size, NonFiniteLossError, OPTIMIZERS, plain_progress)
 from .checkpoint import (SaveCheckpoints, ResumeState, latest_checkpoint, load_checkpoint, restore_learner,
                                     atomic_save, write_metrics)
 
 # %% auto #0
 __all__ = ['PRESETS', 'DEFAULTS', 'ARCHS', 'METHODS', 'METHOD_DEFAULTS', 'CCROP_SOURCES', 'LOC_MODES', 'is_moco',
            'resolve_config', 'build_model', 'cmae_kwargs', 'build_data', 'plot_losses', 'reconstruct',
-           'plot_reconstructions', 'plot_heatmaps', 'pretrain', 'print_summary', 'cli_argv', 'cmae_pretrain']
+           'plot_reconstructions', 'plot_heatmaps', 'DataError', 'pretrain', 'print_summary', 'cli_argv',
+           'cmae_pretrain']
 
 # %% ../nbs/12_cli.ipynb #fb3b9c6f
 PRESETS = dict(
     tiny=dict(arch='vit_tiny', depth=4, img_size=32, patch_size=4, decoder='transformer', dec_dim=128, dec_depth=2,
-              dec_heads=4, mask_ratio=0.75, epochs=5, bs=64, accum=1, blr=1.5e-3, wd=0.05, warmup=1, n_train=1000,
+              dec_heads=4, mask_ratio=0.75, epochs=10, bs=64, accum=1, blr=1.5e-3, wd=0.05, warmup=1, n_train=0,
               ccrop_warmup=2, ccrop_interval=2, resnet_layers=(1, 1, 1, 1)),
     gpu=dict(arch='vit_small', depth=12, img_size=64, patch_size=8, decoder='transformer', dec_dim=256, dec_depth=4,
              dec_heads=8, mask_ratio=0.75, epochs=100, bs=256, accum=1, blr=1.5e-4, wd=0.05, warmup=10, n_train=0,
@@ -38,11 +39,11 @@ PRESETS = dict(
                dec_heads=16, mask_ratio=0.75, epochs=300, bs=64, accum=1, blr=1e-3, wd=0.05, warmup=40, n_train=0,
                ccrop_warmup=100, ccrop_interval=100, resnet_layers=None),
 )
-DEFAULTS = dict(data=None, method='cmae', opt='adamw', momentum=0.996, momentum_end=0.996, moco_k=None, knn_every=0,
+DEFAULTS = dict(data=None, method='cmae', opt='adamw', momentum=0.99, momentum_end=1.0, moco_k=None, knn_every=0,
                 lambda_ctr=1., lambda_loc=1., lambda_rec=1.,
-                loc_mode=None, loc_loss='ce', pos_mask_ratio=0.75, tau=0.2, norm_pix=False, ccrop='auto', ccrop_source='features', ccrop_k=0.1, ccrop_alpha=1.0, precision='auto',
+                loc_mode=None, loc_loss='ce', pos_mask_ratio=0.75, tau=0.2, norm_pix=False, ccrop='auto', ccrop_source='attention', ccrop_k=0.3, ccrop_alpha=1.0, precision='auto',
                 device='auto', compile=False, workers=0, seed=0, out='runs/cmae', keep=2, resume=False, init_mae=None,
-                probe=True, figures=True)
+                probe=True, floor=True, figures=True)
 ARCHS = ('vit_tiny', 'vit_small', 'vit_base', 'resnet18', 'resnet50')
 METHODS = ('mae', 'cmae', 'mocov1', 'mocov2')
 # MoCo baselines: ContrastiveCrop's small-image MoCo recipe (SGD lr 0.5 at batch 512 = blr 0.25, wd 1e-4, cosine, no warmup),
@@ -93,8 +94,10 @@ def resolve_config(**opts) -> dict:
     if int(c['knn_every']) != c['knn_every'] or c['knn_every'] < 0: raise ValueError(f"--knn-every {c['knn_every']}: must be an integer >= 0 (0 = off)")
     if not (0 <= c['momentum'] <= 1 and 0 <= c['momentum_end'] <= 1): raise ValueError("--momentum and --momentum-end must be in [0, 1]")
     if c['decoder'] not in DECODERS: raise ValueError(f"--decoder {c['decoder']!r}: unknown; choose one of {list(DECODERS)}")
-    for k in ('img_size', 'patch_size', 'epochs', 'bs', 'accum', 'dec_dim', 'dec_depth', 'dec_heads', 'depth'):
+    for k in ('img_size', 'patch_size', 'bs', 'accum', 'dec_dim', 'dec_depth', 'dec_heads', 'depth'):
         if int(c[k]) != c[k] or c[k] < 1: raise ValueError(f"--{k.replace('_', '-')} {c[k]}: must be a positive integer")
+    if int(c['epochs']) != c['epochs'] or c['epochs'] < 0:
+        raise ValueError(f"--epochs {c['epochs']}: must be an integer >= 0 (0 = evaluate the untrained encoder)")
     if c['img_size'] % c['patch_size']:
         raise ValueError(f"--img-size {c['img_size']} is not divisible by --patch-size {c['patch_size']}")
     if c['decoder'].startswith('hybrid') and c['dec_depth'] < 3:
@@ -105,7 +108,10 @@ def resolve_config(**opts) -> dict:
     if c['ccrop'] not in ('auto', 'on', 'off'): raise ValueError(f"--ccrop {c['ccrop']!r}: use --ccrop, --no-ccrop or --ccrop auto")
     c['use_ccrop'] = c['ccrop'] == 'on' or (c['ccrop'] == 'auto' and c['method'] == 'cmae')
     if c['use_ccrop'] and is_moco(c): raise ValueError(f"--ccrop: this course's ContrastiveCrop reads a ViT heatmap; --method {c['method']} trains a ResNet (use --no-ccrop)")
-    if c['ccrop_source'] not in CCROP_SOURCES: raise ValueError(f"--ccrop-source {c['ccrop_source']!r}: choose one of {list(CCROP_SOURCES)}")
+    from cmae_course.ccrop import parse_source
+    try: parse_source(c['ccrop_source'])
+    except ValueError: raise ValueError(f"--ccrop-source {c['ccrop_source']!r}: choose attention, features or features:<sum|l2>:<post_norm|pre_norm>") from None
+    if not 0 <= c['ccrop_k'] < 1: raise ValueError(f"--ccrop-k {c['ccrop_k']}: must be in [0, 1)")
     if c['precision'] not in PRECISIONS: raise ValueError(f"--precision {c['precision']!r}: choose one of {list(PRECISIONS)}")
     if c['loc_mode'] is not None and c['loc_mode'] not in LOC_MODES:
         raise ValueError(f"--loc-mode {c['loc_mode']!r}: choose one of {list(LOC_MODES)}")
@@ -162,13 +168,8 @@ def build_data(c:dict, device:torch.device):
     "(pretraining DataLoaders, (train ImageSet, valid ImageSet)) for config `c`."
     from cmae_course import data
     path = data.make_default_dataset() if c['data'] is None else c['data']
-    size = max(c['img_size'], 64)
-    train = data.load_split(path, 'train', size)
-    try: valid = data.load_split(path, 'val', size)
-    except (FileNotFoundError, ValueError):                    # no validation split (ImageFolder): hold out 10%
-        perm = torch.randperm(len(train), generator=torch.Generator().manual_seed(c['seed']))
-        nv = max(1, len(train) // 10)
-        train, valid = train.subset(perm[nv:].sort().values, 'train'), train.subset(perm[:nv].sort().values, 'valid')
+    train, valid, held_out = data.train_valid_split(path, max(c['img_size'], 64), seed=c['seed'])
+    if held_out: _say(f"{path}: no validation split (a 'val' folder): evaluating on {len(valid)} held-out training images (10%)")
     if c['n_train'] and c['n_train'] < len(train):
         g = torch.Generator().manual_seed(c['seed'])
         train = train.subset(torch.randperm(len(train), generator=g)[:c['n_train']].sort().values, 'train')
@@ -258,6 +259,9 @@ def _seed_all(seed:int):
 def _say(*a):
     if is_rank0(): print(*a, flush=True)
 
+class DataError(ValueError):
+    "A problem with the dataset (unreadable split, bad annotation, ...): `cmae_pretrain` stops on it before any training."
+
 def pretrain(c:dict) -> dict:
     "Run the pretraining job described by config `c` (from `resolve_config`); returns the summary dict."
     t_start = time.perf_counter()
@@ -266,7 +270,8 @@ def pretrain(c:dict) -> dict:
     if device.type == 'cuda' and ws > 1: device = torch.device('cuda', torch.cuda.current_device())
     out = Path(c['out'])
     _seed_all(c['seed'] + rank)
-    dls, (train_ims, valid_ims) = build_data(c, device)
+    try: dls, (train_ims, valid_ims) = build_data(c, device)
+    except (ValueError, FileNotFoundError) as e: raise DataError(str(e).splitlines()[0]) from None
     if is_moco(c) and c['moco_k'] is None:                      # queue: at most one key per training image, whole batches
         from cmae_course.moco import auto_queue_size
         c['moco_k'] = auto_queue_size(len(dls.train.dataset), c['bs'] * ws)
@@ -280,6 +285,9 @@ def pretrain(c:dict) -> dict:
         from cmae_course.data import eval_view
         cbs.append(BoxRefreshCallback(warmup=c['ccrop_warmup'], interval=c['ccrop_interval'], k=c['ccrop_k'],
                                       source=c['ccrop_source'], eval_ds=eval_view(dls.train.dataset), bs=256))
+    if os.environ.get('CMAE_INJECT_NAN'):                      # test hook: 'RANK:STEP' makes that rank's loss NaN once
+        from cmae_course.train import InjectNaN
+        cbs.append(InjectNaN(*(int(v) for v in os.environ['CMAE_INJECT_NAN'].split(':'))))
     if c['method'] == 'mocov2':
         from cmae_course.moco import MoCoBlur
         cbs.append(MoCoBlur())
@@ -291,6 +299,7 @@ def pretrain(c:dict) -> dict:
     learn = ssl_learner(model, dls, mask_ratio=c['mask_ratio'], lr=lr, weight_decay=c['wd'], accum=c['accum'],
                         precision=c['precision'], device=device, compile=c['compile'], cbs=cbs, path=out,
                         momentum=(c['momentum'], c['momentum_end']), opt=c['opt'])
+    if not sys.stdout.isatty(): plain_progress(learn)         # a log file or pipe: one line per epoch, no bar frames
     start = 0
     if c['resume']:
         ck = latest_checkpoint(out)
@@ -303,20 +312,24 @@ def pretrain(c:dict) -> dict:
                 f"{c['arch']}(depth {c['depth']}) {c['img_size']}px/p{c['patch_size']} decoder {c['decoder']}({c['dec_dim']}d{c['dec_depth']}b)")
     _say(f"cmae_pretrain: {c['method']} {net_desc} | {c['opt']} | {len(dls.train.dataset)} images, {n_iter} it/epoch x "
          f"{c['epochs']} epochs | bs {c['bs']} x accum {c['accum']} x {ws} proc, lr {lr:.2e} | {device}, {learn.precision}")
+    net = unwrap(learn.model).model
+    floor = {}
+    if c['probe'] and c['floor'] and is_rank0() and c['epochs'] > 0 and start == 0:   # the untrained encoder, evaluated the same way: the floor
+        floor = {'untrained_' + k: v for k, v in _evaluate(net.encoder, dls, valid_ims, c).items()}
     t0 = time.perf_counter()
     if start < c['epochs']: fit_ssl(learn, c['epochs'], lr=lr, warmup_epochs=c['warmup'], start_epoch=start)
     train_s = time.perf_counter() - t0
     summary = dict(method=c['method'], epochs=c['epochs'], opt_steps=int(learn.opt_steps), train_seconds=round(train_s, 1),
                    world_size=ws, device=str(device), precision=learn.precision)
     hist = getattr(learn, 'history', [])
-    if hist: summary.update({k: hist[-1].get(k) for k in ('rec', 'ctr', 'loc', 'img_s') if hist[-1].get(k) is not None})
-    ious = [h['box_iou'] for h in hist if h.get('box_iou') is not None]
-    if ious: summary['box_iou'] = ious[-1]                  # at the last ContrastiveCrop refresh
-    net = unwrap(learn.model).model
+    if hist: summary.update({k: hist[-1].get(k) for k in ('rec', 'ctr', 'loc', 'ctr_acc', 'loc_acc', 'img_s')
+                             if hist[-1].get(k) is not None})
+    refreshes = [h for h in hist if h.get('box_iou') is not None]
+    if refreshes: summary.update({k: refreshes[-1][k] for k in ('box_iou', 'box_iou_whole', 'box_whole_share')})  # last refresh
     if is_rank0():
         atomic_save(net.encoder.state_dict(), out/'encoder.pt')
-        if c['figures']: _figures(net, learn, dls, valid_ims, c, out)
-        if c['probe']: summary.update(_evaluate(net.encoder, dls, valid_ims, c))
+        if c['figures'] and c['epochs'] > 0: _figures(net, learn, dls, valid_ims, c, out)
+        if c['probe']: summary.update(_evaluate(net.encoder, dls, valid_ims, c), **floor)
         summary['wall_seconds'] = round(time.perf_counter() - t_start, 1)
         (out/'summary.json').write_text(json.dumps(summary, indent=1))
         print_summary(summary)
@@ -331,23 +344,30 @@ def _figures(net, learn, dls, valid_ims, c, out):
     ev = ViewDataset(valid_ims, 'eval', c['img_size'])
     idx = list(range(0, len(ev), max(1, len(ev) // 8)))[:8]
     x = ev.get_batch(idx)[0].to(next(net.parameters()).device)
-    plot_reconstructions(net, x, c['mask_ratio'], out/'reconstructions.png')
+    from cmae_course.contrastive import local_only
+    with local_only(): plot_reconstructions(net, x, c['mask_ratio'], out/'reconstructions.png')   # rank 0 alone: no collectives
     plot_heatmaps(net.encoder, x, ev.true_boxes[idx], c['ccrop_source'], c['ccrop_k'], out/'heatmaps.png')
 
 def _evaluate(encoder, dls, valid_ims, c) -> dict:
-    "kNN and linear probe from `cmae_course.evaluate` on one extraction of mean-pooled frozen features; top-1 as fractions."
+    """kNN (centred features) and the converged linear probe from `cmae_course.evaluate` on one extraction of mean-pooled frozen
+    features, plus the probe's own training accuracy (a probe that cannot fit its training set shows here); fractions."""
     from cmae_course.data import ViewDataset, eval_view
     from cmae_course.evaluate import evaluate_encoder
     tr, va = eval_view(dls.train.dataset), ViewDataset(valid_ims, 'eval', c['img_size'])
-    r = evaluate_encoder(encoder, tr, va, readout='mean')
-    return dict(knn_top1=round(r['knn_top1'] / 100, 4), linprobe_top1=round(r['linear_top1'] / 100, 4))
+    with torch.random.fork_rng():                        # evaluating must not change the training run's random stream
+        r = evaluate_encoder(encoder, tr, va)
+    return dict(knn_top1=round(r['knn_top1'] / 100, 4), linprobe_top1=round(r['linear_top1'] / 100, 4),
+                probe_train_acc=round(r['linear_train_acc'] / 100, 4))
 
 def print_summary(s:dict):
-    "A short two-column table of the run's summary."
-    w = max(len(k) for k in s)
-    print('\n' + '-' * (w + 24))
-    for k, v in s.items(): print(f"{k:<{w}}  {v:.4g}" if isinstance(v, float) else f"{k:<{w}}  {v}")
-    print('-' * (w + 24))
+    "The run's summary as a two-column table; the frozen-feature results get the untrained encoder's beside them."
+    rows = {k: v for k, v in s.items() if not k.startswith('untrained_')}
+    w = max(len(k) for k in rows)
+    print('\n' + '-' * (w + 30))
+    for k, v in rows.items():
+        fmt = lambda x: f"{x:.4g}" if isinstance(x, float) else f"{x}"
+        print(f"{k:<{w}}  {fmt(v)}" + (f"   (untrained {fmt(s['untrained_' + k])})" if 'untrained_' + k in s else ''))
+    print('-' * (w + 30))
 
 # %% ../nbs/12_cli.ipynb #241b31eb
 def cli_argv(argv:list[str]) -> list[str]:
@@ -403,10 +423,10 @@ def cmae_pretrain(
     tau:float=0.2,            # InfoNCE temperature
     norm_pix:bool=False,      # reconstruct per-patch normalised pixels (MAE's norm_pix_loss)
     ccrop:str='auto',         # ContrastiveCrop: --ccrop / --no-ccrop (auto: on for cmae)
-    ccrop_source:str='features', # heatmap source: features | attention
+    ccrop_source:str='attention', # heatmap source: attention | features[:<sum|l2>:<post_norm|pre_norm>]
     ccrop_warmup:int=None,    # epochs before the first box refresh
     ccrop_interval:int=None,  # epochs between box refreshes
-    ccrop_k:float=0.1,        # heatmap threshold for the box
+    ccrop_k:float=0.3,        # heatmap threshold for the box (ContrastiveCrop's ResNet value is 0.1; see lesson 06)
     ccrop_alpha:float=1.0,    # Beta(alpha, alpha) for the crop centre inside the box
     n_train:int=None,         # use only this many training images (0 = all)
     precision:str='auto',     # auto | bf16 | fp16 | fp32
@@ -418,8 +438,9 @@ def cmae_pretrain(
     keep:int=2,               # keep the last N checkpoints
     resume:bool=False,        # continue from the newest checkpoint in --out
     init_mae:str=None,        # official MAE checkpoint to initialise the encoder
-    probe:bool=True,          # evaluate frozen features at the end (kNN; linear probe when available)
-    figures:bool=True,        # write PNG figures
+    probe:bool=True,          # (--no-probe) skip the closing frozen-feature evaluation (kNN, converged linear probe)
+    floor:bool=True,          # (--no-floor) do not evaluate the untrained encoder first (the floor printed beside the results)
+    figures:bool=True,        # (--no-figures) write no PNG figures
 ):
     "Pretrain MAE, CMAE or a MoCo baseline on a folder of images (default: the embedded shapes dataset) and evaluate the encoder."
     opts = {k: v for k, v in locals().items()}
@@ -428,7 +449,10 @@ def cmae_pretrain(
         if is_cli(cmae_pretrain): sys.exit(f"cmae_pretrain: error: {e}")
         raise
     try: summary = pretrain(c)
+    except DataError as e:                                # the data cannot be used: one line, before any training
+        if is_cli(cmae_pretrain): sys.exit(f"cmae_pretrain: error: {e}")
+        raise
     except NonFiniteLossError as e:                       # one line, not a traceback; the last checkpoint is intact
-        if is_cli(cmae_pretrain): sys.exit(f"cmae_pretrain: stopped: {e}")
+        if is_cli(cmae_pretrain): sys.exit(f"cmae_pretrain: stopped: {str(e).splitlines()[-1].strip()}")   # fastai prefixes a line
         raise
     return None if is_cli(cmae_pretrain) else summary              # a console script's return value becomes its exit status

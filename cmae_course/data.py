@@ -22,8 +22,8 @@ __all__ = ['SHAPES', 'COLOURS', 'TEXTURES', 'CLASS_SHAPES', 'GEN_VERSION', 'IMG_
            'to_rgb', 'load_rgb', 'LoadReport', 'ImageSet', 'decode_items', 'load_split', 'class_counts', 'crop_params',
            'contrastive_crop_params', 'BoxTable', 'interp_matrix', 'resized_crops', 'hue_matrix', 'color_matrix',
            'apply_color', 'color_jitter', 'random_grayscale', 'normalize', 'denormalize', 'box_in_view', 'ViewDataset',
-           'eval_view', 'ViewDataLoader', 'pretrain_dataloaders', 'mae_dataloaders', 'cmae_dataloaders',
-           'eval_dataloaders', 'eval_dataloader', 'show_batch']
+           'eval_view', 'ViewDataLoader', 'train_valid_split', 'pretrain_dataloaders', 'mae_dataloaders',
+           'cmae_dataloaders', 'eval_dataloaders', 'eval_dataloader', 'show_batch']
 
 # %% ../nbs/00_data.ipynb #dcfadcfa
 SHAPES = ('disk', 'square', 'triangle', 'ring', 'cross', 'star', 'diamond', 'hexagon', 'crescent', 'bowtie',
@@ -99,9 +99,10 @@ def _draw(img, shape, colour, tex, cx, cy, half, rot, freq, contrast=0.6):
 
 def render(shape, rng, size=64, distractors=CLASS_SHAPES, scale=(0.45, 0.85), n_distractors=(1, 3),
            distractor_scale=(0.12, 0.22), texture_contrast=0.3, bg_contrast=12.):
-    """One image whose class is the `shape` of its main object: textured, cluttered background; 2-4 small distractors
-    (random shapes from `distractors`); then the main object (30-70% of the side, random position inside the image,
-    random rotation) drawn on top, so it is never occluded. Every object's colour and texture are random.
+    """One image whose class is the `shape` of its main object: textured, cluttered background; `n_distractors` small
+    objects (random shapes from `distractors`, `distractor_scale` of the side); then the main object (`scale` of the
+    side, random position inside the image, random rotation) drawn on top, so it is never occluded. Every object's
+    colour and texture are random; `texture_contrast` and `bg_contrast` set how strong textures and background are.
     Returns (uint8 (size, size, 3), box) with box = (x0, y0, x1, y1) INCLUSIVE pixel coords of the main object."""
     f32 = np.float32
     yy, xx = np.mgrid[0:size, 0:size].astype(f32) + f32(0.5)
@@ -117,9 +118,9 @@ def render(shape, rng, size=64, distractors=CLASS_SHAPES, scale=(0.45, 0.85), n_
         d2 = (xx[y0:y1, x0:x1] - f32(bx))**2 + (yy[y0:y1, x0:x1] - f32(by))**2
         m = np.exp(-d2*f32(0.5/br/br))[..., None]*f32(0.8)
         win = img[y0:y1, x0:x1]; win += (rng.uniform(40, 200, 3).astype(f32) - win)*m
-    for _ in range(rng.integers(n_distractors[0], n_distractors[1] + 1)):  # distractors (12-22% of the side), drawn before the main object
-        _draw(img, distractors[rng.integers(len(distractors))], *_appearance(rng), rng.uniform(0, size), rng.uniform(0, size), rng.uniform(*distractor_scale)*size/2,
-              rng.uniform(0, 2*np.pi), rng.uniform(5, 8), texture_contrast)
+    for _ in range(rng.integers(n_distractors[0], n_distractors[1] + 1)):  # distractors, drawn before the main object
+        _draw(img, distractors[rng.integers(len(distractors))], *_appearance(rng), rng.uniform(0, size), rng.uniform(0, size),
+              rng.uniform(*distractor_scale)*size/2, rng.uniform(0, 2*np.pi), rng.uniform(5, 8), texture_contrast)
     half = rng.uniform(*scale)*size/2
     cx, cy = rng.uniform(half, size - half), rng.uniform(half, size - half)
     a, (ax, ay) = _draw(img, shape, *_appearance(rng), cx, cy, half, rng.uniform(0, 2*np.pi), rng.uniform(5, 8),
@@ -734,15 +735,17 @@ class ViewDataLoader(DataLoader):
         for idxs in self.chunkify(samps): yield self.dataset.get_batch(list(idxs))
     def show_batch(self, b=None, max_n=8, **kwargs): return show_batch(self.dataset, n=max_n, **kwargs)
 
-def _split(path, size, valid_split, valid_pct, seed, max_bad):
-    items = read_items(path, 'train')
-    train = decode_items(items, size, max_bad=max_bad)
+def train_valid_split(path, size=64, valid_split='val', valid_pct=0.1, seed=0, max_bad=0.05):
+    """(train ImageSet, valid ImageSet or None, held_out) of the dataset at `path`. When a `valid_split` folder exists it IS the
+    validation set, and any problem in it stops here with its one-line error (it is never silently replaced); only without
+    one is a seeded random `valid_pct` of the training images held out (`held_out=True`; `valid_pct=0`: no valid set)."""
+    train = decode_items(read_items(path, 'train'), size, max_bad=max_bad)
     if valid_split and (Path(path)/valid_split).is_dir():
-        return train, decode_items(read_items(path, valid_split), size, max_bad=max_bad)
-    if not valid_pct: return train, None
+        return train, decode_items(read_items(path, valid_split), size, max_bad=max_bad), False
+    if not valid_pct: return train, None, False
     perm = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))
     nv = max(1, int(round(valid_pct*len(train))))
-    return train.subset(perm[nv:].sort().values, 'train'), train.subset(perm[:nv].sort().values, 'valid')
+    return train.subset(perm[nv:].sort().values, 'train'), train.subset(perm[:nv].sort().values, 'valid'), True
 
 def pretrain_dataloaders(path=None, kind='cmae', img_size=64, bs=64, num_workers=0, cache_size=None,
                          valid_split='val', valid_pct=0.1, seed=0, device=None, use_box=False, alpha=1.0,
@@ -754,7 +757,7 @@ def pretrain_dataloaders(path=None, kind='cmae', img_size=64, bs=64, num_workers
     `images=(train, valid)` ImageSets skip the decoding. Batches: (x, y) for 'mae'/'eval', (x1, x2, y) for 'cmae'."""
     if images is None:
         path = make_default_dataset() if path is None else path
-        images = _split(path, cache_size or max(img_size, 64), valid_split, valid_pct, seed, max_bad)
+        images = train_valid_split(path, cache_size or max(img_size, 64), valid_split, valid_pct, seed, max_bad)[:2]
     train, valid = images
     device = default_device() if device is None else device
     mk = lambda ims: ViewDataset(ims, kind, img_size, alpha=alpha, use_box=use_box, **ds_kwargs)

@@ -26,12 +26,13 @@ import fastai.callback.progress, fastai.callback.fp16  # patch Learner.no_bar, L
 from fastcore.script import call_parse
 
 # %% auto #0
-__all__ = ['PROBE_OPTS', 'PROBE_WDS', 'PROTOCOLS', 'is_vit', 'feature_fn', 'extract_features', 'file_hash', 'cache_key',
-           'FeatureCache', 'topk_accuracy', 'knn_scores', 'knn_eval', 'LARS', 'lr_at', 'single_thread', 'linear_head',
-           'linear_probe', 'standardize', 'fit_logistic', 'logistic_probe', 'layer_id', 'param_groups_lrd',
-           'set_drop_path', 'Classifier', 'LayerDecayLR', 'finetune', 'get_encoder', 'KNNMonitorCallback',
-           'vit_from_state_dict', 'resnet_from_state_dict', 'resolve_checkpoint', 'load_encoder', 'load_eval_data',
-           'evaluate_encoder', 'run_eval', 'dashed_argv', 'cmae_eval']
+__all__ = ['PROBE_OPTS', 'PROBE_WDS', 'PROTOCOLS', 'READOUT', 'FEW_LABEL', 'is_vit', 'feature_fn', 'extract_features',
+           'file_hash', 'cache_key', 'FeatureCache', 'topk_accuracy', 'knn_scores', 'knn_eval', 'LARS', 'lr_at',
+           'single_thread', 'linear_head', 'linear_probe', 'standardize', 'fit_logistic', 'logistic_probe', 'layer_id',
+           'param_groups_lrd', 'set_drop_path', 'Classifier', 'LayerDecayLR', 'finetune', 'get_encoder',
+           'KNNMonitorCallback', 'vit_from_state_dict', 'resnet_from_state_dict', 'resolve_checkpoint', 'load_encoder',
+           'load_eval_data', 'few_label_subset', 'few_label_finetune', 'evaluate_encoder', 'run_eval', 'dashed_argv',
+           'cmae_eval']
 
 # %% ../nbs/13_eval.ipynb #567a5c00
 def is_vit(m: nn.Module) -> bool:
@@ -563,26 +564,58 @@ def load_encoder(checkpoint) -> tuple[nn.Module, dict]:
     return enc.eval(), cfg
 
 # %% ../nbs/13_eval.ipynb #a3b3d7f5
-PROTOCOLS = ('linear', 'knn', 'finetune')
+PROTOCOLS = ('linear', 'knn', 'fewlabel', 'finetune')
 
-def load_eval_data(data=None, img_size: int = 64) -> tuple:
+def load_eval_data(data=None, img_size: int = 64, seed: int = 0) -> tuple:
     """(train, val) un-augmented `ViewDataset(kind='eval')`s of a dataset folder (default: the embedded dataset, made once).
-    val = the 'val' split (Tiny-ImageNet layout / `<root>/val/<class>/`). FileNotFoundError / ValueError name the folder."""
-    from cmae_course.data import make_default_dataset, load_split, ViewDataset
+    val = the 'val' split (Tiny-ImageNet layout / `<root>/val/<class>/`), else the same held-out 10% of the training images as
+    `cmae_pretrain` (`data.train_valid_split`). FileNotFoundError / ValueError name the folder."""
+    from cmae_course.data import make_default_dataset, train_valid_split, ViewDataset
     root = make_default_dataset() if data is None else Path(data)
     if not root.exists(): raise FileNotFoundError(f"data: {root} does not exist")
-    size = max(img_size, 64)
-    tr, va = load_split(root, 'train', size), load_split(root, 'val', size)
+    tr, va, _ = train_valid_split(root, max(img_size, 64), seed=seed)
     return ViewDataset(tr, 'eval', img_size), ViewDataset(va, 'eval', img_size), root
 
-def evaluate_encoder(encoder: nn.Module, train_ds, val_ds, protocols=('knn', 'linear'), *, readout: str = 'cls',
-                     epochs: int = 100, bs: int = 256, k: int = 20, T: float = 0.07, opt: str = 'lars', blr: float | None = None,
+READOUT = 'mean'   # one readout for every encoder and protocol: mean of the patch tokens (global average pool for a ResNet)
+
+def few_label_subset(images, frac: float = 0.1, seed: int = 0):
+    "A class-balanced share `frac` of an `ImageSet` (at least one image per class), drawn with a seeded generator."
+    if not 0 < frac <= 1: raise ValueError(f"frac must be in (0, 1], got {frac}")
+    g, keep = torch.Generator().manual_seed(seed), []
+    for c in images.labels.unique().tolist():
+        idx = (images.labels == c).nonzero().flatten()
+        keep.append(idx[torch.randperm(len(idx), generator=g)[:max(1, round(frac * len(idx)))]])
+    return images.subset(torch.cat(keep).sort().values, 'train')
+
+FEW_LABEL = dict(frac=0.1, epochs=30, bs=64, blr=5e-3, layer_decay=0.75, drop_path=0.1, scale=(0.2, 1.))
+
+def few_label_finetune(encoder: nn.Module, train_images, val_ds, *, img_size: int | None = None, seed: int = 0, device=None,
+                       **kw) -> dict:
+    """Few-label fine-tuning: `finetune` a COPY of the whole encoder on a class-balanced `frac` of the training images
+    (`few_label_subset`), with RandomResizedCrop(`scale`) + flip, and score the un-augmented `val_ds`. Settings: `FEW_LABEL`,
+    overridden by `kw`. The regime where MAE-style pretraining is known to pay off: few labels, all weights trainable."""
+    import copy
+    from .data import ViewDataset
+    o = {**FEW_LABEL, **kw}
+    img_size = img_size or getattr(val_ds, 'img_size', 64)
+    sub = few_label_subset(train_images, o['frac'], seed)
+    aug = ViewDataset(sub, 'mae', img_size, scale=o['scale'])
+    n_classes = len(train_images.classes)
+    r = finetune(copy.deepcopy(encoder), aug, val_ds, n_classes, epochs=o['epochs'], bs=o['bs'], blr=o['blr'],
+                 layer_decay=o['layer_decay'], drop_path=o['drop_path'], readout=READOUT, device=device, seed=seed)
+    return dict(top1=r['top1'], top5=r['top5'], n_labelled=len(sub), frac=o['frac'], epochs=o['epochs'], bs=r['bs'], lr=r['lr'])
+
+def evaluate_encoder(encoder: nn.Module, train_ds, val_ds, protocols=('knn', 'linear'), *, readout: str = READOUT,
+                     epochs: int = 100, bs: int = 256, k: int = 20, T: float = 0.07, opt: str = 'lbfgs', blr: float | None = None,
                      seed: int = 0, device=None, feats: tuple | None = None) -> dict:
     """The frozen-encoder protocols on ONE feature extraction of un-augmented (img, label) datasets (e.g. `eval_view(ds)`)
-    -> plain floats {'knn_top1', 'knn_top5', 'linear_top1', 'linear_top5'} (percent). `feats` = precomputed
+    -> plain floats (percent) {'knn_top1', 'knn_top5', 'linear_top1', 'linear_top5'} and the probe's own 'linear_train_loss',
+    'linear_train_acc'. kNN on centred features; `opt='lbfgs'` is the probe solved to convergence (`logistic_probe`), 'lars' |
+    'sgd' | 'adamw' the scheduled head of `linear_probe` (`epochs`, `bs`, `blr`). `feats` = precomputed
     ((train_feats, train_labels), (val_feats, val_labels)) skips the extraction."""
     for p in protocols:
         if p not in ('knn', 'linear'): raise ValueError(f"protocols: {p!r} is not a frozen-encoder protocol ('knn', 'linear')")
+    if opt != 'lbfgs' and opt not in PROBE_OPTS: raise ValueError(f"opt must be 'lbfgs' or one of {list(PROBE_OPTS)}, got {opt!r}")
     device = torch.device(device) if device is not None else _device_of(encoder)
     if feats is None: feats = tuple(extract_features(encoder, ds, readout, 256, device) for ds in (train_ds, val_ds))
     (ftr, ytr), (fva, yva) = feats
@@ -592,29 +625,41 @@ def evaluate_encoder(encoder: nn.Module, train_ds, val_ds, protocols=('knn', 'li
         r = knn_eval(ftr, ytr, fva, yva, k=k, T=T, n_classes=C)
         out.update(knn_top1=r['top1'], knn_top5=r['top5'])
     if 'linear' in protocols:
-        r = linear_probe(ftr, ytr, fva, yva, n_classes=C, epochs=epochs, bs=bs, opt=opt, blr=blr, seed=seed, device=device)
-        out.update(linear_top1=r['top1'], linear_top5=r['top5'])
+        if opt == 'lbfgs':
+            r = logistic_probe(ftr, ytr, fva, yva, n_classes=C, seed=seed)
+            out.update(linear_top1=r['top1'], linear_top5=r['top5'], linear_train_loss=r['train_loss'],
+                       linear_train_acc=r['train_acc'], linear_wd=r['wd'])
+        else:
+            r = linear_probe(ftr, ytr, fva, yva, n_classes=C, epochs=epochs, bs=bs, opt=opt, blr=blr, seed=seed, device=device)
+            out.update(linear_top1=r['top1'], linear_top5=r['top5'], linear_train_loss=r['losses'][-1] if r['losses'] else None)
     return out
 
 def run_eval(checkpoint, data=None, protocol: str = 'linear', epochs: int | None = None, bs: int | None = None,
-             readout: str | None = None, device=None, seed: int = 0, k: int = 20, T: float = 0.07, opt: str = 'lars',
-             blr: float | None = None, layer_decay: float = 0.75, drop_path: float = 0.1, cache_dir=None) -> dict:
-    """Evaluate a checkpoint with one protocol -> a JSON-able dict: protocol, top1, top5 (percent), epochs, data, checkpoint,
-    readout, n_train, n_val, seconds (+ the settings used). Defaults: linear = 100 epochs on cached features (readout cls, bs 256);
-    knn = k 20, T 0.07 (no training: epochs 0); finetune = 100 epochs, bs 64, readout mean (MAE's global pool)."""
+             readout: str | None = None, device=None, seed: int = 0, k: int = 20, T: float = 0.07, opt: str = 'lbfgs',
+             blr: float | None = None, layer_decay: float = 0.75, drop_path: float = 0.1, cache_dir=None,
+             frac: float = FEW_LABEL['frac']) -> dict:
+    """Evaluate a checkpoint with one protocol -> a JSON-able dict: protocol, top1, top5 (percent), data, checkpoint, readout,
+    n_train, n_val, seconds (+ the settings used). Every protocol reads the mean of the patch tokens (`READOUT`). Defaults:
+    linear = the converged L-BFGS probe (also reports its train loss and accuracy); knn = k 20, T 0.07 on centred features;
+    fewlabel = `few_label_finetune` on `frac` of the labels (`FEW_LABEL`); finetune = 100 epochs on all labels, bs 64."""
     if protocol not in PROTOCOLS: raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
     t0 = time.time()
     torch.manual_seed(seed)
     device = torch.device(device) if device else torch.device('cuda' if torch.cuda.is_available() else 'cpu')
     enc, cfg = load_encoder(checkpoint)
     img_size = enc.patch_embed.img_size[0] if is_vit(enc) else int(cfg.get('img_size', 64))
-    train_ds, val_ds, root = load_eval_data(data, img_size)
+    train_ds, val_ds, root = load_eval_data(data, img_size, seed)
     n_classes = len(train_ds.classes)
-    readout = readout or ('mean' if protocol == 'finetune' else 'cls')
+    readout = readout or READOUT
     enc = enc.to(device)
     out = dict(protocol=protocol, data=str(root), checkpoint=str(cfg['source']), readout=readout,
                n_train=len(train_ds), n_val=len(val_ds), n_classes=n_classes, seed=seed, device=str(device))
-    if protocol == 'finetune':
+    if protocol == 'fewlabel':
+        kw = {n: v for n, v in dict(epochs=epochs, bs=bs, blr=blr).items() if v is not None}
+        r = few_label_finetune(enc, train_ds.images, val_ds, img_size=img_size, seed=seed, device=device, frac=frac,
+                               layer_decay=layer_decay, drop_path=drop_path, **kw)
+        out.update(r)
+    elif protocol == 'finetune':
         from cmae_course.data import ViewDataset
         aug = ViewDataset(train_ds.images, 'mae', img_size, scale=(0.08, 1.))      # RandomResizedCrop + flip
         epochs = 100 if epochs is None else epochs
@@ -626,11 +671,14 @@ def run_eval(checkpoint, data=None, protocol: str = 'linear', epochs: int | None
         h = file_hash(cfg['source'])
         feats = tuple(cache(cache_key(h, str(root), split, readout, img_size), lambda ds=ds: extract_features(enc, ds, readout, 256, device))
                       for split, ds in (('train', train_ds), ('val', val_ds)))
-        epochs = 0 if protocol == 'knn' else (100 if epochs is None else epochs)
+        epochs = 0 if protocol == 'knn' or opt == 'lbfgs' else (100 if epochs is None else epochs)
         r = evaluate_encoder(enc, train_ds, val_ds, (protocol,), readout=readout, epochs=epochs, bs=bs or 256, k=k, T=T, opt=opt,
                              blr=blr, seed=seed, device=device, feats=feats)
-        out.update(top1=r[f'{protocol}_top1'], top5=r[f'{protocol}_top5'], epochs=epochs)
-        out.update(dict(k=k, T=T) if protocol == 'knn' else dict(opt=opt, bs=min(bs or 256, len(train_ds)), blr=blr or PROBE_OPTS[opt][1]))
+        out.update(top1=r[f'{protocol}_top1'], top5=r[f'{protocol}_top5'])
+        if protocol == 'knn': out.update(k=k, T=T, centered=True)
+        elif opt == 'lbfgs': out.update(opt=opt, train_loss=r['linear_train_loss'], train_acc=r['linear_train_acc'], wd=r['linear_wd'])
+        else: out.update(opt=opt, epochs=epochs, bs=min(bs or 256, len(train_ds)), blr=blr or PROBE_OPTS[opt][1],
+                         train_loss=r['linear_train_loss'])
     out['seconds'] = round(time.time() - t0, 2)
     return out
 
@@ -644,21 +692,23 @@ if Path(sys.argv[0]).name == 'cmae_eval': sys.argv[1:] = dashed_argv(sys.argv[1:
 def cmae_eval(
     checkpoint:str=None,   # a cmae_pretrain run folder or ckpt_eNNNN.pt, an encoder.pt, or an official MAE .pth
     data:str=None,         # dataset folder (Tiny-ImageNet layout or <root>/{train,val}/<class>/); default: the embedded dataset
-    protocol:str='linear', # linear, knn or finetune
-    epochs:int=None,       # training epochs (default 100 for linear and finetune; knn trains nothing)
-    bs:int=None,           # batch size (default 256 for linear, 64 for finetune)
-    readout:str=None,      # cls or mean (default cls; finetune: mean)
+    protocol:str='linear', # linear (converged probe), knn, fewlabel (fine-tune on --frac of the labels) or finetune
+    epochs:int=None,       # training epochs (fewlabel 30, finetune 100, a --opt lars|sgd|adamw probe 100; lbfgs and knn: none)
+    bs:int=None,           # batch size (default 256 for a scheduled probe, 64 for fine-tuning)
+    readout:str=None,      # mean (default, every protocol) or cls
     device:str=None,       # cpu, cuda, cuda:0 ... (default: cuda if available)
     seed:int=0,            # random seed
     k:int=20,              # kNN neighbours
-    opt:str='lars',        # linear-probe optimiser: lars, sgd or adamw
+    opt:str='lbfgs',       # linear probe: lbfgs (solved to convergence) or a scheduled head: lars, sgd, adamw
+    frac:float=0.1,        # fewlabel: share of the training labels used
     blr:float=None,        # base lr, lr = blr * bs / 256 (default: per protocol and optimiser)
     cache_dir:str=None,    # keep extracted features here (keyed by checkpoint hash, data, split, readout)
 ):
     "Evaluate a pretrained encoder (linear probe, kNN or fine-tuning); prints ONE JSON object on stdout (`run_eval` returns it)."
     try:
         if checkpoint is None: raise ValueError("--checkpoint is required")
-        res = run_eval(checkpoint, data, protocol, epochs, bs, readout, device, seed, k=k, opt=opt, blr=blr, cache_dir=cache_dir)
+        res = run_eval(checkpoint, data, protocol, epochs, bs, readout, device, seed, k=k, opt=opt, blr=blr, cache_dir=cache_dir,
+                       frac=frac)
     except (FileNotFoundError, ValueError, NotADirectoryError, IsADirectoryError, PermissionError) as e:
         print(f"cmae_eval: error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
         sys.exit(2)

@@ -9,9 +9,9 @@ from pathlib import Path
 from fastcore.script import call_parse
 
 # %% auto #0
-__all__ = ['ROWS', 'EXTRA_ROWS', 'BASELINES', 'PAPER_TOP1', 'WORKSHOP', 'PAPER_RECIPES', 'slug', 'run_command',
-           'random_init_result', 'run_experiments', 'summarize', 'table_markdown', 'load_results', 'paper_commands',
-           'cmae_experiments']
+__all__ = ['ROWS', 'EXTRA_ROWS', 'BASELINES', 'PAPER_TOP1', 'WORKSHOP', 'MAIN_ROWS', 'METRICS', 'TASKS', 'PAPER_RECIPES',
+           'TABLE_BUDGET', 'slug', 'run_command', 'raw_pixel_result', 'run_experiments', 'summarize', 'spread',
+           'compare', 'table_markdown', 'load_results', 'paper_commands', 'cmae_experiments']
 
 # %% ../nbs/16_experiments.ipynb #b1117fc0
 ROWS = {  # name -> (what changes, cmae_pretrain options); every row also gets the shared preset/budget and a seed
@@ -27,16 +27,31 @@ ROWS = {  # name -> (what changes, cmae_pretrain options); every row also gets t
     'CMAE, hybrid MLP decoder': ('attention, MLP, attention: 3 blocks (a hybrid needs a middle one)', dict(method='cmae', decoder='hybrid_mlp', dec_depth=3)),
     'CMAE, hybrid conv decoder': ('attention, conv, attention: 3 blocks', dict(method='cmae', decoder='hybrid_conv', dec_depth=3)),
 }
-EXTRA_ROWS = {  # the paper's "fewer / narrower transformer layers": not in the default table (time), run them with --rows
+EXTRA_ROWS = {  # not in the default table (time): the paper's "fewer / narrower transformer layers", and the recipe sweep
     'CMAE, decoder 1 block':   ('transformer decoder, 1 block instead of 2', dict(method='cmae', dec_depth=1)),
     'CMAE, decoder 64 wide':   ('transformer decoder, width 64 instead of 128', dict(method='cmae', dec_dim=64)),
+    'CMAE, momentum 0.996':    ('momentum constant 0.996 (HCMAE) instead of cosine 0.99 -> 1', dict(method='cmae', momentum=0.996, momentum_end=0.996)),
+    'CMAE, lambda_ctr 0.3':    ('contrastive weight 0.3', dict(method='cmae', lambda_ctr=0.3)),
+    'CMAE, lambda_ctr 0.1':    ('contrastive weight 0.1', dict(method='cmae', lambda_ctr=0.1)),
+    'CMAE, tau 0.1':           ('InfoNCE temperature 0.1 instead of 0.2', dict(method='cmae', tau=0.1)),
+    'CMAE, norm-pix':          ('reconstruct per-patch normalised pixels', dict(method='cmae', norm_pix=True)),
+    'MAE, norm-pix':           ('reconstruct per-patch normalised pixels', dict(method='mae', norm_pix=True)),
+    # the location task on its own terms (lesson 08): no contrastive task, so each row costs an MAE run
+    'location, DropPos 0.25':  ('lambda_ctr = 0; 25% of the visible tokens lose their PE (75% by default)',
+                                dict(method='cmae', lambda_ctr=0., pos_mask_ratio=0.25)),
+    'location, paper':         ("lambda_ctr = 0; the paper's literal task: every scored token keeps its PE",
+                                dict(method='cmae', lambda_ctr=0., loc_mode='paper')),
+    'location, paper, L2 loss': ("lambda_ctr = 0; the literal task with Eq. 5's L2 loss on the softmax",
+                                dict(method='cmae', lambda_ctr=0., loc_mode='paper', loc_loss='l2')),
 }
-BASELINES = {  # evaluated at initialisation, no training: the floor
-    'ViT, random init':        ('the CMAE/MAE encoder before training', dict(method='mae')),
-    'ResNet, random init':     ('the MoCo-v1 encoder before training', dict(method='mocov1')),
+BASELINES = {  # no pretraining: the floors every method has to clear
+    'raw pixels':              ('a linear probe / kNN on the pixels themselves', None),
+    'ViT, untrained':          ('the MAE/CMAE encoder at initialisation (cmae_pretrain --epochs 0)', dict(method='mae', epochs=0)),
+    'ResNet, untrained':       ('the MoCo-v1 encoder at initialisation (cmae_pretrain --epochs 0)', dict(method='mocov1', epochs=0)),
 }
 PAPER_TOP1 = {'MoCo-v1': 47.09, 'MoCo-v2': 45.82, 'MAE': 62.95, 'CMAE': 65.84}   # Table 1, Tiny-ImageNet, percent
-WORKSHOP = dict(preset='tiny')    # ViT 4 blocks / ResNets with one block per stage, 32 px, 1000 images, 5 epochs, batch 64
+WORKSHOP = dict(preset='tiny', floor=False)  # ViT 4 blocks / ResNets 1 block per stage, 32 px, all images; rows bring the floors
+MAIN_ROWS = ('ViT, untrained', 'MAE', 'CMAE')   # the comparison the course must get right, at the main job's budget
 
 def slug(name:str) -> str:
     "A folder name for a row: 'CMAE w/o location' -> 'cmae-wo-location'."
@@ -50,11 +65,14 @@ def _flag(k:str, v) -> list[str]:
     if isinstance(v, bool): return [k if v else '--no-' + k[2:]]
     return [k, str(v)]
 
+def _row_opts(name:str) -> dict:
+    rows = {**ROWS, **EXTRA_ROWS, **{k: v for k, v in BASELINES.items() if v[1] is not None}}
+    if name not in rows: raise ValueError(f"row {name!r}: unknown; choose from {list(rows) + ['raw pixels']}")
+    return rows[name][1]
+
 def run_command(name:str, seed:int, out:str|Path, **shared) -> list[str]:
     "The `cmae_pretrain` argv for row `name` with `seed`, writing to `out/<slug>/seed<seed>`; `shared` options apply to every row."
-    rows = {**ROWS, **EXTRA_ROWS}
-    if name not in rows: raise ValueError(f"row {name!r}: unknown; choose from {list(rows)}")
-    opts = {**WORKSHOP, **shared, **rows[name][1], 'seed': seed, 'out': Path(out)/slug(name)/f'seed{seed}'}
+    opts = {**WORKSHOP, **shared, **_row_opts(name), 'seed': seed, 'out': Path(out)/slug(name)/f'seed{seed}'}
     return ['cmae_pretrain'] + [a for k, v in opts.items() if v is not None for a in _flag(k, v)]
 
 # %% ../nbs/16_experiments.ipynb #89865f07
@@ -69,71 +87,109 @@ def _run(cmd:list[str], folder:Path, threads:int|None=None) -> dict:
         raise RuntimeError(f"{shlex.join(cmd)} failed (exit {r.returncode}): {' | '.join(tail)}")
     return json.loads((folder/'summary.json').read_text())
 
-def random_init_result(name:str, seed:int, **shared) -> dict:
-    "kNN and linear probe of the row's encoder at initialisation, with the data and evaluation `cmae_pretrain` uses."
+def _few_label(folder:Path, seed:int, data=None) -> dict:
+    "Few-label fine-tuning of the run's `encoder.pt` (`evaluate.few_label_finetune`), kept in `fewlabel.json` beside the run."
+    f = folder/'fewlabel.json'
+    if not f.exists():
+        from cmae_course.evaluate import run_eval
+        r = run_eval(folder/'encoder.pt', data, 'fewlabel', seed=seed)
+        tmp = f.with_name('.fewlabel.json.tmp'); tmp.write_text(json.dumps(r, indent=1)); os.replace(tmp, f)
+    return json.loads(f.read_text())
+
+def raw_pixel_result(seed:int, data=None, img_size:int=32) -> dict:
+    "The converged linear probe and kNN on the pixels themselves (flattened eval views at `img_size`): the floor of all floors."
     import torch
-    from cmae_course import cli
-    c = cli.resolve_config(**{**WORKSHOP, **shared, **BASELINES[name][1], 'seed': seed, 'out': tempfile.mkdtemp(), 'device': 'cpu'})
-    cli._seed_all(seed)
-    dls, (train, valid) = cli.build_data(c, torch.device('cpu'))
-    if cli.is_moco(c) and c['moco_k'] is None: c['moco_k'] = c['bs']
-    cli._seed_all(seed)
-    net = cli.build_model(c)
-    return cli._evaluate(net.encoder.eval(), dls, valid, c)
+    from cmae_course.evaluate import load_eval_data, logistic_probe, knn_eval
+    train_ds, val_ds, _ = load_eval_data(data, img_size)
+    (xtr, ytr), (xva, yva) = (ds.get_batch(range(len(ds))) for ds in (train_ds, val_ds))
+    xtr, xva = xtr.flatten(1), xva.flatten(1)
+    lin, knn = logistic_probe(xtr, ytr, xva, yva, seed=seed), knn_eval(xtr, ytr, xva, yva)
+    return dict(linprobe_top1=round(lin['top1'] / 100, 4), probe_train_acc=round(lin['train_acc'] / 100, 4),
+                knn_top1=round(knn['top1'] / 100, 4), train_seconds=0.)
 
 # %% ../nbs/16_experiments.ipynb #54848aaf
-def run_experiments(rows=None, seeds=(0, 1), out='runs/experiments', baselines=True, threads=None, log=print, **shared) -> list[dict]:
-    "Run `rows` (default: all of `ROWS`) x `seeds` with the `shared` cmae_pretrain options; results also in `out/results.json`."
+def run_experiments(rows=None, seeds=(0, 1), out='runs/experiments', baselines=True, fewlabel=True, threads=None, log=print,
+                    command=None, **shared) -> list[dict]:
+    """Run the `BASELINES` (if `baselines`) and `rows` (default: all of `ROWS`) x `seeds` with the `shared` cmae_pretrain options,
+    each run evaluated the same way: kNN and the converged probe (`cmae_pretrain`'s own evaluation) and, if `fewlabel`,
+    few-label fine-tuning of its `encoder.pt`. Finished runs are reused. Results also in `out/results.json`, with `command`."""
     out, rows = Path(out), list(ROWS) if rows is None else list(rows)
-    for r in rows:
-        if r not in ROWS and r not in EXTRA_ROWS: raise ValueError(f"row {r!r}: unknown; choose from {list(ROWS) + list(EXTRA_ROWS)}")
+    for r in rows: _row_opts(r) if r != 'raw pixels' else None          # unknown names fail before anything runs
+    names = [b for b in BASELINES if b not in rows] * bool(baselines) + rows
     res, t_all = [], time.perf_counter()
-    for name in ([b for b in BASELINES] if baselines else []):
+    for name in names:
         for seed in seeds:
-            f = out/slug(name)/f'seed{seed}'/'summary.json'
-            if f.exists(): s = json.loads(f.read_text())
-            else:
-                t0 = time.perf_counter()
-                s = {**random_init_result(name, seed, **shared), 'wall_seconds': round(time.perf_counter() - t0, 1)}
-                f.parent.mkdir(parents=True, exist_ok=True); f.write_text(json.dumps(s, indent=1))
-            res.append(dict(row=name, seed=seed, command=f"random_init_result({name!r}, {seed})", **s))
-    for name in rows:
-        for seed in seeds:
-            cmd = run_command(name, seed, out, **shared)
             folder = out/slug(name)/f'seed{seed}'
-            done = (folder/'summary.json').exists()
-            t0 = time.perf_counter()
-            s = json.loads((folder/'summary.json').read_text()) if done else _run(cmd, folder, threads)
-            res.append(dict(row=name, seed=seed, command=shlex.join(cmd), **s))
-            log(f"{name:28s} seed {seed}: linear {s.get('linprobe_top1')}  knn {s.get('knn_top1')}  "
-                f"{'(done before)' if done else f'{time.perf_counter() - t0:.0f} s'}")
+            done, t0 = (folder/'summary.json').exists(), time.perf_counter()
+            if name == 'raw pixels':
+                cmd = f"raw_pixel_result({seed})"
+                if not done:
+                    folder.mkdir(parents=True, exist_ok=True)
+                    (folder/'summary.json').write_text(json.dumps(raw_pixel_result(seed, shared.get('data')), indent=1))
+                s, ft = json.loads((folder/'summary.json').read_text()), {}
+            else:
+                cmd = shlex.join(run_command(name, seed, out, **shared))
+                s = json.loads((folder/'summary.json').read_text()) if done else _run(shlex.split(cmd), folder, threads)
+                ft = _few_label(folder, seed, shared.get('data')) if fewlabel else {}
+            res.append(dict(row=name, seed=seed, command=cmd, **s, fewlabel_top1=(round(ft['top1'] / 100, 4) if ft else None)))
+            log(f"{name:28s} seed {seed}: linear {s.get('linprobe_top1')}  knn {s.get('knn_top1')}  few-label "
+                f"{res[-1]['fewlabel_top1']}  {'(done before)' if done else f'{time.perf_counter() - t0:.0f} s'}")
     out.mkdir(parents=True, exist_ok=True)
-    (out/'results.json').write_text(json.dumps(dict(shared=shared, seeds=list(seeds), seconds=round(time.perf_counter() - t_all, 1),
-                                                    runs=res), indent=1))
+    (out/'results.json').write_text(json.dumps(dict(command=command, shared=shared, seeds=list(seeds),
+                                                    seconds=round(time.perf_counter() - t_all, 1), runs=res), indent=1))
     return res
 
 # %% ../nbs/16_experiments.ipynb #c5d833a7
-def _cell(vals:list[float]) -> str:
-    vals = [100 * v for v in vals]
+def _cell(vals:list) -> str:
+    vals = [100 * v for v in vals if v is not None]
+    if not vals: return ''
     m = statistics.fmean(vals)
     return f"{m:.1f} ({', '.join(f'{v:.1f}' for v in vals)})" if len(vals) > 1 else f"{m:.1f}"
 
+METRICS = {'linear': 'linprobe_top1', 'knn': 'knn_top1', 'fewlabel': 'fewlabel_top1'}
+TASKS = ('ctr_acc', 'loc_acc', 'box_iou', 'box_iou_whole')   # each CMAE part's own metric, from summary.json
+
 def summarize(runs:list[dict]) -> list[dict]:
-    "One record per row (first-seen order): linear and kNN top-1 per seed (fractions), train seconds per seed."
+    "One record per row (first-seen order): seeds, each metric and task metric per seed (fractions, None where absent), train seconds."
     rows = {}
     for r in runs:
-        d = rows.setdefault(r['row'], dict(row=r['row'], seeds=[], linear=[], knn=[], train_s=[]))
-        d['seeds'].append(r['seed']); d['linear'].append(r['linprobe_top1']); d['knn'].append(r['knn_top1'])
-        d['train_s'].append(r.get('train_seconds', 0.))
+        d = rows.setdefault(r['row'], dict(row=r['row'], seeds=[], train_s=[], **{m: [] for m in (*METRICS, *TASKS)}))
+        d['seeds'].append(r['seed']); d['train_s'].append(r.get('train_seconds', 0.))
+        for m, key in METRICS.items(): d[m].append(r.get(key))
+        for m in TASKS: d[m].append(r.get(m))
     return list(rows.values())
 
-def table_markdown(runs:list[dict], paper:bool=True) -> str:
-    "Markdown table: row, what changes, linear-probe and kNN top-1 in % as mean (seed values), train seconds, the paper's number."
+def spread(vals:list) -> float:
+    "max - min over seeds, in points (0 for one seed)."
+    v = [100 * x for x in vals if x is not None]
+    return max(v) - min(v) if v else float('nan')
+
+def compare(runs:list[dict], a:str, b:str, metric:str='linear') -> dict:
+    "Row `a` minus row `b` on `metric` (mean over seeds, points), and whether the difference exceeds both rows' seed spreads."
+    S = {d['row']: d for d in summarize(runs)}
+    mean = lambda r: statistics.fmean(100 * x for x in S[r][metric] if x is not None)
+    d = mean(a) - mean(b)
+    return dict(a=a, b=b, metric=metric, diff=d, spread_a=spread(S[a][metric]), spread_b=spread(S[b][metric]),
+                beyond_spread=abs(d) > max(spread(S[a][metric]), spread(S[b][metric])))
+
+def _task(d:dict) -> str:
+    "The tasks' own end-of-run metrics, in % (mean over seeds): positive retrieval top-1, location accuracy, box IoU (whole image's)."
+    m = lambda k: statistics.fmean(100 * v for v in d[k] if v is not None) if any(v is not None for v in d[k]) else None
+    parts = [f"{label} {m(k):.1f}" for k, label in (('ctr_acc', 'retrieval'), ('loc_acc', 'location')) if m(k) is not None]
+    if m('box_iou') is not None: parts.append(f"box IoU {m('box_iou'):.1f} (whole image {m('box_iou_whole'):.1f})")
+    return '; '.join(parts)
+
+def table_markdown(runs:list[dict], paper:bool=True, tasks:bool=True) -> str:
+    """Markdown table: row, what changes, probe / kNN / few-label top-1 in % as mean (seed values), the tasks' own metrics
+    (`tasks`), train seconds, the paper's number (`paper`)."""
     what = {k: v[0] for k, v in {**BASELINES, **ROWS, **EXTRA_ROWS}.items()}
-    head = '| row | what changes | linear probe top-1 % | kNN top-1 % | train s |' + (' paper top-1 % |' if paper else '')
+    head = ('| row | what changes | linear probe top-1 % | kNN top-1 % | few-label fine-tune top-1 % |'
+            + (' tasks at the end, % |' if tasks else '') + ' train s |' + (' paper top-1 % |' if paper else ''))
     lines = [head, '|' + '---|' * (head.count('|') - 1)]
     for d in summarize(runs):
-        cells = [d['row'], what.get(d['row'], ''), _cell(d['linear']), _cell(d['knn']), f"{statistics.fmean(d['train_s']):.0f}"]
+        cells = [d['row'], what.get(d['row'], ''), _cell(d['linear']), _cell(d['knn']), _cell(d['fewlabel'])]
+        if tasks: cells.append(_task(d))
+        cells.append(f"{statistics.fmean(d['train_s']):.0f}")
         if paper: cells.append(f"{PAPER_TOP1[d['row']]:.2f}" if d['row'] in PAPER_TOP1 else '')
         lines.append('| ' + ' | '.join(cells) + ' |')
     return '\n'.join(lines)
@@ -162,14 +218,18 @@ if Path(sys.argv[0]).name == 'cmae_experiments':              # accept --n-train
     from cmae_course.evaluate import dashed_argv
     sys.argv[1:] = dashed_argv(sys.argv[1:])
 
+TABLE_BUDGET = dict(epochs=5)   # the default table: every row at half the main job's epochs, one seed (fits 90 min on 2 cores)
+
 @call_parse
 def cmae_experiments(
-    out:str='runs/experiments', # folder for every run and results.json
-    seeds:str='0,1',            # comma-separated seeds
-    rows:str=None,              # comma-separated row names (default: all); see cmae_course.experiments.ROWS
+    out:str=None,               # folder for every run and results.json (default runs/experiments, with --main runs/main)
+    seeds:str=None,             # comma-separated seeds (default 0; with --main 0,1,2)
+    rows:str=None,              # comma-separated row names (default: every row of ROWS); see cmae_course.experiments
     data:str=None,              # dataset folder (default: the embedded dataset)
-    epochs:int=None,            # override the preset's epochs for every row
+    epochs:int=None,            # epochs of every row (default: the table's 5; with --main the preset's own 10)
     n_train:int=None,           # override the preset's training images for every row
+    main:bool=False,            # the main comparison instead: untrained ViT, MAE, CMAE at the main job's budget, 3 seeds
+    fewlabel:bool=True,         # (--no-fewlabel) skip few-label fine-tuning (the slowest evaluation)
     paper:bool=False,           # print the paper-scale GPU commands and exit
 ):
     "Reproduce Table 1 (MoCo-v1, MoCo-v2, MAE, CMAE) and CMAE's ablations at workshop scale; prints a markdown table."
@@ -177,11 +237,15 @@ def cmae_experiments(
         for c in paper_commands(data or 'data/tiny-imagenet-200'): print(c)
         return
     try:
-        seed_list = tuple(int(s) for s in seeds.split(','))
-        row_list = None if rows is None else [r.strip() for r in rows.split(',')]
+        seed_list = tuple(int(s) for s in (seeds or ('0,1,2' if main else '0')).split(','))
+        row_list = list(MAIN_ROWS) if main and rows is None else (None if rows is None else [r.strip() for r in rows.split(',')])
         if data is not None and not Path(data).is_dir(): raise ValueError(f"--data {data}: no such folder")
+        budget = {} if main else dict(TABLE_BUDGET)
+        if epochs is not None: budget['epochs'] = epochs
+        out = out or ('runs/main' if main else 'runs/experiments')
         t0 = time.perf_counter()
-        res = run_experiments(row_list, seed_list, out, data=data, epochs=epochs, n_train=n_train, figures=False)
+        res = run_experiments(row_list, seed_list, out, baselines=not main, fewlabel=fewlabel, data=data, n_train=n_train,
+                              figures=False, command=shlex.join(['cmae_experiments', *sys.argv[1:]]), **budget)
     except (ValueError, RuntimeError) as e: sys.exit(f"cmae_experiments: error: {e}")
     print(table_markdown(res))
     print(f"\n{len(res)} runs, {time.perf_counter() - t0:.0f} s; results in {Path(out)/'results.json'}")

@@ -28,9 +28,10 @@ from fastai.torch_core import find_bs
 # %% auto #0
 __all__ = ['PRECISIONS', 'LOSS_PARTS', 'TASK_METRICS', 'OPTIMIZERS', 'pick_device', 'cpu_has_native_bf16', 'pick_precision',
            'DeviceAMP', 'SSLModel', 'ssl_loss', 'unwrap', 'param_groups', 'lr_from_blr', 'adamw_opt', 'sgd_opt',
-           'warmup_cosine', 'momentum_at', 'MomentumUpdate', 'LossPart', 'Throughput', 'NoValidation', 'IterLog',
-           'StepCounter', 'NonFiniteLossError', 'StopOnNaN', 'rank', 'world_size', 'is_rank0', 'init_distributed',
-           'shard_dl', 'DDPCallback', 'SSLLearner', 'ssl_learner', 'learn_lr', 'fit_ssl']
+           'warmup_cosine', 'momentum_at', 'MomentumUpdate', 'LossPart', 'SyncLossParts', 'Throughput', 'NoValidation',
+           'IterLog', 'StepCounter', 'PlainEpochTable', 'plain_progress', 'NonFiniteLossError', 'StopOnNaN',
+           'InjectNaN', 'rank', 'world_size', 'is_rank0', 'init_distributed', 'shard_dl', 'DDPCallback', 'SSLLearner',
+           'ssl_learner', 'learn_lr', 'fit_ssl']
 
 # %% ../nbs/10_train.ipynb #4d418dbc
 def pick_device(device:str|torch.device|None='auto') -> torch.device:
@@ -169,19 +170,35 @@ class MomentumUpdate(Callback):
 
 # %% ../nbs/10_train.ipynb #e3bf44d6
 class LossPart(Metric):
-    "Epoch average of `pred[name]` over training batches (None if the model never returned that part)."
+    """Epoch average of `pred[name]` over training batches (None if the model never returned that part). The sum stays on the
+    device (no host sync per step); under torch.distributed `SyncLossParts` sums it over the ranks once per epoch."""
     def __init__(self, name): self._name = name
-    def reset(self): self.total, self.count = 0., 0
+    def reset(self): self.total, self.count, self.synced = None, 0, None
     def accumulate(self, learn):
         v = learn.pred.get(self._name) if isinstance(learn.pred, dict) else None
         if v is None: return
         bs = find_bs(learn.yb)
-        self.total += float(v.detach()) * bs
+        t = v.detach().float() * bs
+        self.total = t if self.total is None else self.total + t
         self.count += bs
     @property
-    def value(self): return self.total / self.count if self.count else None
+    def value(self):
+        if self.synced is not None: return self.synced
+        return float(self.total) / self.count if self.count else None
     @property
     def name(self): return self._name
+
+class SyncLossParts(Callback):
+    "Under torch.distributed: every `LossPart` becomes the average over ALL ranks' batches (one all-reduce per epoch)."
+    order = 45                                                 # before the Recorder (50) reads the values in after_train
+    def after_train(self):
+        ws = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+        parts = [m for m in self.learn.metrics if isinstance(m, LossPart)]
+        if ws == 1 or not parts: return
+        dev = next(self.learn.model.parameters()).device
+        t = torch.tensor([[float(m.total) if m.total is not None else 0., float(m.count)] for m in parts], device=dev)
+        dist.all_reduce(t)
+        for m, (tot, cnt) in zip(parts, t.tolist()): m.synced = tot / cnt if cnt else None
 
 class Throughput(Callback):
     "Training items per second over the epoch, across all processes (a CMAE item = 2 views)."
@@ -216,21 +233,62 @@ class StepCounter(Callback):
     def after_step(self):
         if not self.skipped: self.learn.opt_steps += 1
 
+class PlainEpochTable:
+    """A fastai `learn.logger` for logs that are files or pipes: the epoch table's header once, then one line per epoch.
+    `plain_progress(learn)` installs it in place of the progress bar, whose in-place frames would flood such a log."""
+    def __init__(self, learn): self.learn, self.header = learn, False
+    def __call__(self, log):
+        fmt = lambda v: f'{v:.6f}' if isinstance(v, float) else ('' if v is None else str(v))
+        if not self.header: print('  '.join(f'{n:>10s}' for n in self.learn.recorder.metric_names), flush=True)
+        self.header = True
+        print('  '.join(f'{fmt(v):>10s}' for v in log), flush=True)
+
+def plain_progress(learn):
+    "No progress bar, one plain line per epoch (see `PlainEpochTable`); for a stdout that is not a terminal."
+    from fastai.callback.progress import ProgressCallback
+    if hasattr(learn, 'progress'): learn.remove_cb(ProgressCallback)
+    if is_rank0(): learn.logger = PlainEpochTable(learn)
+    return learn
+
 # %% ../nbs/10_train.ipynb #5bc6eb30
 class NonFiniteLossError(RuntimeError): pass
 
 class StopOnNaN(Callback):
-    "Raise `NonFiniteLossError` (epoch, iteration, loss part) as soon as a loss part is NaN/inf, before any update."
+    """Raise `NonFiniteLossError` (rank, epoch, iteration, loss part) as soon as a loss part is NaN/inf, before any update.
+    Under torch.distributed the verdict is all-reduced every step, so EVERY rank stops at the same step (a rank that stopped
+    alone would leave the others waiting forever in the next collective). Checkpoints already written stay as they are."""
     order = -5
     def after_loss(self):
         if not self.training: return
         parts = {k: v for k, v in self.pred.items() if k != 'loss' and torch.is_tensor(v) and v.ndim == 0} if isinstance(self.pred, dict) else {}
         vals = torch.stack([self.loss.detach().float()] + [v.detach().float() for v in parts.values()])
-        if bool(torch.isfinite(vals).all()): return
-        bad = [k for k, v in parts.items() if not torch.isfinite(v)] or ['loss']
-        raise NonFiniteLossError(f"non-finite loss at epoch {self.epoch}, iteration {self.iter} "
-                                 f"(optimizer step {getattr(self.learn, 'opt_steps', '?')}): part '{bad[0]}' = "
-                                 f"{float(parts.get(bad[0], self.loss))}; training stopped, last checkpoint left intact")
+        bad = ~torch.isfinite(vals)
+        ws, r = world_size(), rank()
+        if ws > 1:
+            flags = torch.zeros(ws, device=vals.device)
+            flags[r] = bad.any().float()
+            dist.all_reduce(flags)
+            bad_ranks = flags.nonzero().flatten().tolist()
+        else: bad_ranks = [0] if bool(bad.any()) else []
+        if not bad_ranks: return
+        where = (f"epoch {self.epoch}, iteration {self.iter} (optimizer step {getattr(self.learn, 'opt_steps', '?')})")
+        if r in bad_ranks:
+            names = ['loss'] + list(parts)
+            what = ', '.join(f"{n} = {float(vals[i])}" for i, n in enumerate(names) if bad[i])
+            msg = f"non-finite loss on rank {r} at {where}: {what}"
+        else: msg = f"non-finite loss on rank {', '.join(map(str, bad_ranks))} at {where}; this rank stops with it"
+        raise NonFiniteLossError(msg + "; training stopped, the last checkpoint is intact (--resume continues from it)")
+
+class InjectNaN(Callback):
+    """Test hook: make the loss NaN on `rank` at optimiser step `step` (once), to check that every rank stops.
+    `cmae_pretrain` adds it when the environment variable CMAE_INJECT_NAN is 'RANK:STEP' (e.g. '1:3')."""
+    order = -6                                                 # before StopOnNaN looks at the loss
+    def __init__(self, rank:int, step:int): self.rank_, self.step_, self.done = rank, step, False
+    def after_loss(self):
+        if self.training and not self.done and rank() == self.rank_ and getattr(self.learn, 'opt_steps', 0) == self.step_:
+            self.learn.loss_grad = self.learn.loss_grad * float('nan'); self.learn.loss = self.learn.loss * float('nan')
+            if isinstance(self.pred, dict): self.learn.pred = {**self.pred, 'rec': self.pred.get('rec', self.loss) * float('nan')}
+            self.done = True
 
 # %% ../nbs/10_train.ipynb #82803b2a
 def rank() -> int:
@@ -331,7 +389,7 @@ def ssl_learner(model:nn.Module, dls:DataLoaders, *, mask_ratio:float=0.75, lr:f
     if opt == 'sgd': opt_func = lambda params, lr: sgd_opt(net, lr, weight_decay)
     else: opt_func = lambda params, lr: adamw_opt(net, lr, weight_decay, betas, device.type)
     tput = Throughput()
-    cb_list = [NoValidation(), StopOnNaN(), StepCounter(), tput, MomentumUpdate(*momentum),
+    cb_list = [NoValidation(), StopOnNaN(), StepCounter(), tput, SyncLossParts(), MomentumUpdate(*momentum),
                DeviceAMP(prec, device.type)]
     if accum > 1: cb_list.append(GradientAccumulation(n_acc=accum * dls.train.bs))
     if distributed or (distributed is None and world_size() > 1): cb_list.append(DDPCallback())
@@ -341,9 +399,10 @@ def ssl_learner(model:nn.Module, dls:DataLoaders, *, mask_ratio:float=0.75, lr:f
                        path=path)
     learn.recorder.train_metrics, learn.recorder.valid_metrics = True, False
     learn.precision, learn.accum, learn.opt_steps = prec, accum, 0
-    if not is_rank0():
+    if not is_rank0():                                          # one process reports: no bar, no epoch lines elsewhere
         from fastai.callback.progress import ProgressCallback
         learn.remove_cb(ProgressCallback)
+        learn.logger = lambda log: None
     return learn
 
 def learn_lr(learn):

@@ -16,7 +16,7 @@ def ds(small, tmp_path):
     "A writable copy of the small generated dataset."
     d = tmp_path/'ds'; shutil.copytree(small, d); return d
 
-def img(d, w='red_disk', k=0): return d/'train'/w/'images'/f'{w}_{k}.JPEG'
+def img(d, w='disk', k=0): return d/'train'/w/'images'/f'{w}_{k}.JPEG'
 def val_ann(d): return d/'val'/'val_annotations.txt'
 
 # ---------------------------------------------------------------- generator
@@ -24,8 +24,8 @@ def test_generator_deterministic_and_xdg(tmp_path, monkeypatch, small):
     monkeypatch.setenv('XDG_CACHE_HOME', str(tmp_path/'xdg'))
     p = make_default_dataset(n_classes=3, n_train=6, n_val=2, n_test=1)
     assert p.parent == tmp_path/'xdg'/'cmae_course'
-    for f in ['wnids.txt', 'words.txt', 'val/val_annotations.txt', 'train/green_square/green_square_boxes.txt',
-              'train/blue_triangle/images/blue_triangle_5.JPEG', 'test/images/test_2.JPEG']:
+    for f in ['wnids.txt', 'words.txt', 'val/val_annotations.txt', 'train/square/square_boxes.txt',
+              'train/triangle/images/triangle_5.JPEG', 'test/images/test_2.JPEG']:
         assert (p/f).read_bytes() == (small/f).read_bytes(), f
     assert make_default_dataset(n_classes=3, n_train=6, n_val=2, n_test=1) == p      # cached: same folder
     (p/'meta.json').unlink()                                                       # not a complete dataset any more
@@ -52,9 +52,9 @@ def test_generation_killed_leaves_no_half_dataset(tmp_path):
 # ---------------------------------------------------------------- bad files
 def test_bad_images_skipped_and_counted(ds):
     img(ds).write_bytes(b'')                                         # empty file
-    f = img(ds, 'green_square'); f.write_bytes(f.read_bytes()[:200])   # truncated JPEG
-    Image.open(img(ds, 'blue_triangle')).save(img(ds, 'blue_triangle', 1), format='PNG')  # PNG named .JPEG: fine
-    with pytest.warns(UserWarning, match=r'unreadable images skipped: 2 of 18 \(first: .*red_disk_0.JPEG'):
+    f = img(ds, 'square'); f.write_bytes(f.read_bytes()[:200])   # truncated JPEG
+    Image.open(img(ds, 'triangle')).save(img(ds, 'triangle', 1), format='PNG')  # PNG named .JPEG: fine
+    with pytest.warns(UserWarning, match=r'unreadable images skipped: 2 of 18 \(first: .*disk_0.JPEG'):
         ims = decode_items(read_items(ds), max_bad=0.2)
     assert len(ims) == 16 and len(ims.skipped) == 2 and ims.images.shape == (16, 3, 64, 64)
     assert len(ims.labels) == len(ims.true_boxes) == len(ims.paths) == 16
@@ -72,11 +72,11 @@ def test_any_mode_becomes_rgb(tmp_path, mode):
 def test_val_problems(ds):
     lines = val_ann(ds).read_text().splitlines()
     for bad, msg in [('val_0.JPEG\tn99999999\t1\t1\t5\t5', "unknown class id 'n99999999'"),
-                     ('nope.JPEG\tred_disk\t1\t1\t5\t5', "image 'nope.JPEG' does not exist"),
-                     ('../../etc/passwd\tred_disk\t1\t1\t5\t5', 'resolves outside'),
-                     ('..\\..\\x\tred_disk', None), ('/etc/passwd\tred_disk\t1\t1\t5\t5', 'resolves outside'),
-                     ('val_0.JPEG\tred_disk\t1\t1', 'expected'), (lines[0], 'annotated twice'),
-                     ('val_0.JPEG\tred_disk\tx\t1\t5\t5', 'not four numbers')]:
+                     ('nope.JPEG\tdisk\t1\t1\t5\t5', "image 'nope.JPEG' does not exist"),
+                     ('../../etc/passwd\tdisk\t1\t1\t5\t5', 'resolves outside'),
+                     ('..\\..\\x\tdisk', None), ('/etc/passwd\tdisk\t1\t1\t5\t5', 'resolves outside'),
+                     ('val_0.JPEG\tdisk\t1\t1', 'expected'), (lines[0], 'annotated twice'),
+                     ('val_0.JPEG\tdisk\tx\t1\t5\t5', 'not four numbers')]:
         val_ann(ds).write_text('\n'.join(lines[1:] + [bad]) if bad != lines[0] else '\n'.join(lines + [bad]))
         if msg is None:                                  # a backslash name is just a (missing) file on POSIX
             with pytest.raises(ValueError, match='does not exist'): read_items(ds, 'val')
@@ -94,10 +94,10 @@ def test_unannotated_val_image_warns(ds):
         assert len(read_items(ds, 'val')) == 6
 
 def test_train_problems(ds):
-    bf = ds/'train'/'red_disk'/'red_disk_boxes.txt'
+    bf = ds/'train'/'disk'/'disk_boxes.txt'
     good = bf.read_text()
     for bad, msg in [('missing.JPEG\t1\t1\t5\t5', "image 'missing.JPEG' does not exist"),
-                     ('../../../../etc/passwd\t1\t1\t5\t5', 'resolves outside'), ('red_disk_0.JPEG\t1\t1\t5', 'expected')]:
+                     ('../../../../etc/passwd\t1\t1\t5\t5', 'resolves outside'), ('disk_0.JPEG\t1\t1\t5', 'expected')]:
         bf.write_text(good + bad + '\n')
         with pytest.raises(ValueError, match=msg): read_items(ds)
     bf.unlink()                                               # no box file: images load, boxes unknown
@@ -105,25 +105,25 @@ def test_train_problems(ds):
     (ds/'train'/'stray').mkdir()
     with pytest.warns(UserWarning, match="not in wnids.txt ignored"): read_items(ds)
     (ds/'train'/'stray').rmdir()
-    for f in (ds/'train'/'green_square'/'images').iterdir(): f.unlink()
+    for f in (ds/'train'/'square'/'images').iterdir(): f.unlink()
     with pytest.raises(ValueError, match='empty class folder'): read_items(ds)
-    shutil.rmtree(ds/'train'/'green_square')
+    shutil.rmtree(ds/'train'/'square')
     with pytest.raises(FileNotFoundError, match='image folder missing for class'): read_items(ds)
 
 def test_wnids_problems(ds):
     wf = ds/'wnids.txt'
-    for text, msg in [('', 'lists no class ids'), ('red_disk\nred_disk\n', 'listed twice'), ('../x\n', 'not a plain name')]:
+    for text, msg in [('', 'lists no class ids'), ('disk\ndisk\n', 'listed twice'), ('../x\n', 'not a plain name')]:
         wf.write_text(text)
         with pytest.raises(ValueError, match=msg): read_items(ds)
-    wf.write_text('red_disk\ngreen_square\nblue_triangle\n'); (ds/'words.txt').unlink()
-    assert read_items(ds).names == ['red_disk', 'green_square', 'blue_triangle']   # ids double as names
+    wf.write_text('disk\nsquare\ntriangle\n'); (ds/'words.txt').unlink()
+    assert read_items(ds).names == ['disk', 'square', 'triangle']   # ids double as names
     wf.unlink()                     # without wnids.txt the folder is read as an ImageFolder of its split folders
-    assert read_items(ds).classes == ['blue_triangle', 'green_square', 'red_disk']
+    assert read_items(ds).classes == ['disk', 'square', 'triangle']
 
 def test_boxes_clipped_or_rejected(ds):
-    bf = ds/'train'/'red_disk'/'red_disk_boxes.txt'
+    bf = ds/'train'/'disk'/'disk_boxes.txt'
     ls = bf.read_text().splitlines()
-    ls[0] = 'red_disk_0.JPEG\t-3\t-3\t80\t40'; ls[1] = 'red_disk_1.JPEG\t30\t5\t10\t40'; ls[2] = 'red_disk_2.JPEG\t70\t70\t90\t90'
+    ls[0] = 'disk_0.JPEG\t-3\t-3\t80\t40'; ls[1] = 'disk_1.JPEG\t30\t5\t10\t40'; ls[2] = 'disk_2.JPEG\t70\t70\t90\t90'
     bf.write_text('\n'.join(ls))
     with warnings.catch_warnings(record=True) as w:
         warnings.simplefilter('always'); ims = decode_items(read_items(ds))
@@ -145,9 +145,9 @@ def test_not_a_dataset(tmp_path, ds):
 
 def test_image_folder_variants(tmp_path, ds):
     root = tmp_path/'if'
-    for w in ['red_disk', 'green_square']: shutil.copytree(ds/'train'/w/'images', root/'train'/w/'sub')   # nested files
+    for w in ['disk', 'square']: shutil.copytree(ds/'train'/w/'images', root/'train'/w/'sub')   # nested files
     (root/'train'/'.hidden').mkdir()
-    it = read_items(root, 'train'); assert it.classes == ['green_square', 'red_disk'] and len(it) == 12
+    it = read_items(root, 'train'); assert it.classes == ['disk', 'square'] and len(it) == 12
     (root/'train'/'empty').mkdir()
     with pytest.raises(ValueError, match="empty class folder \\(class 'empty'"): read_items(root)
     shutil.rmtree(root/'train'/'empty')

@@ -1,0 +1,45 @@
+#!/usr/bin/env python
+"""Mean IoU of ContrastiveCrop boxes against the true boxes, for every heatmap source and threshold, for trained encoders.
+
+    python tools/ccrop_table.py NAME=RUN_FOLDER [NAME=RUN_FOLDER ...] [--out results/ccrop_table.json] [--every 5]
+
+Each RUN_FOLDER is a `cmae_pretrain` output folder (its `encoder.pt` is loaded, untrained runs included: `--epochs 0`). Boxes are
+computed on the embedded dataset's training images (every `--every`-th one, un-augmented, at the run's image size), the way the
+box refresh of `cmae_pretrain` computes them. Lesson 06 reads the JSON this writes.
+"""
+import argparse, json, sys, time
+from pathlib import Path
+
+SOURCES = ('features:sum:post_norm', 'features:l2:post_norm', 'features:sum:pre_norm', 'features:l2:pre_norm', 'attention')
+KS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument('runs', nargs='+', help='NAME=RUN_FOLDER')
+    ap.add_argument('--out', default='results/ccrop_table.json')
+    ap.add_argument('--every', type=int, default=5)
+    a = ap.parse_args()
+    import torch
+    from cmae_course.data import make_default_dataset, load_split, ViewDataset
+    from cmae_course.evaluate import load_encoder
+    from cmae_course.ccrop import box_iou_table
+    path = make_default_dataset()
+    train = load_split(path, 'train', 64)
+    train = train.subset(torch.arange(0, len(train), a.every))
+    res = dict(command='python tools/ccrop_table.py ' + ' '.join(sys.argv[1:]), data=str(path), n_images=len(train), tables={})
+    for spec in a.runs:
+        name, _, folder = spec.partition('=')
+        enc, cfg = load_encoder(Path(folder) / 'encoder.pt')
+        ds = ViewDataset(train, 'eval', enc.patch_embed.img_size[0])
+        t0 = time.time()
+        tab = box_iou_table(enc, ds, sources=SOURCES, ks=KS)
+        res['tables'][name] = dict(folder=folder, rows={r: [round(float(v), 4) for v in tab.loc[r]] for r in tab.index},
+                                   ks=list(KS), seconds=round(time.time() - t0, 1))
+        print(name); print(tab.round(3).to_string())
+    Path(a.out).write_text(json.dumps(res, indent=1))
+    print('written to', a.out)
+
+
+if __name__ == '__main__':
+    main()
