@@ -438,9 +438,9 @@ def cmae_pretrain(
     keep:int=2,               # keep the last N checkpoints
     resume:bool=False,        # continue from the newest checkpoint in --out
     init_mae:str=None,        # official MAE checkpoint to initialise the encoder
-    probe:bool=True,          # (--no-probe) skip the closing frozen-feature evaluation (kNN, converged linear probe)
-    floor:bool=True,          # (--no-floor) do not evaluate the untrained encoder first (the floor printed beside the results)
-    figures:bool=True,        # (--no-figures) write no PNG figures
+    probe:bool=True,          # skip the closing frozen-feature evaluation (kNN, converged linear probe)
+    floor:bool=True,          # do not evaluate the untrained encoder first (the floor printed beside the results)
+    figures:bool=True,        # write no PNG figures
 ):
     "Pretrain MAE, CMAE or a MoCo baseline on a folder of images (default: the embedded shapes dataset) and evaluate the encoder."
     opts = {k: v for k, v in locals().items()}

@@ -263,13 +263,15 @@ def standardize(train: Tensor, *others: Tensor) -> list[Tensor]:
     mu, sd = train.mean(0), train.std(0).clamp_min(1e-6)
     return [(f - mu) / sd for f in (train, *others)]
 
-def fit_logistic(x: Tensor, y: Tensor, n_classes: int, wd: float = 1e-3, max_iter: int = 1000, tol: float = 1e-6) -> dict:
+def fit_logistic(x: Tensor, y: Tensor, n_classes: int, wd: float = 1e-3, max_iter: int = 1000, tol: float = 1e-6,
+                 init: tuple | None = None) -> dict:
     """Multinomial logistic regression `x W + b` solved by full-batch L-BFGS (float64, strong-Wolfe line search), minimising
-    mean cross-entropy + wd/2 ||W||^2. x: (N, D), y: (N,) -> dict W (D, C), b (C,), train `loss` (cross-entropy alone) and
-    `acc` (percent), `grad_norm` (largest gradient entry at the end: near 0 = converged), `iters`."""
+    mean cross-entropy + wd/2 ||W||^2 (a strictly convex problem for wd > 0: one solution, whatever the start). x: (N, D),
+    y: (N,); `init` = (W, b) to start from (a warm start), else zeros -> dict W (D, C), b (C,), train `loss` (cross-entropy
+    alone) and `acc` (percent), `grad_norm` (largest gradient entry at the end: near 0 = converged), `iters`."""
     x, y = x.double(), y.long()
-    W = x.new_zeros(x.shape[1], n_classes, requires_grad=True)
-    b = x.new_zeros(n_classes, requires_grad=True)
+    W = (init[0].double().clone() if init else x.new_zeros(x.shape[1], n_classes)).requires_grad_(True)
+    b = (init[1].double().clone() if init else x.new_zeros(n_classes)).requires_grad_(True)
     opt = torch.optim.LBFGS([W, b], lr=1, max_iter=max_iter, history_size=20, line_search_fn='strong_wolfe',
                             tolerance_grad=tol, tolerance_change=1e-12)
     def objective():
@@ -292,22 +294,26 @@ def logistic_probe(train_feats: Tensor, train_labels: Tensor, val_feats: Tensor,
     """The linear probe solved to convergence, on cached features (N, D): standardise with the training statistics, choose the L2
     weight among `wds` by accuracy on a held-out `holdout` share of the TRAINING features (the validation split never chooses),
     refit on all training features, then score val. Returns top1/top5 (percent) and the probe's own numbers: the chosen `wd`, its
-    final `train_loss` and `train_acc`, `grad_norm`, `iters`, and `cv` ({wd: held-out top-1})."""
+    final `train_loss` and `train_acc`, `grad_norm`, `iters`, and `cv` ({wd: held-out top-1}). The weights are tried from the
+    strongest down, each fit starting from the previous solution (a regularisation path: the small weights, whose problems are
+    the worst conditioned, start close to their answer), on one CPU thread (a 10-column problem gains nothing from more)."""
     if len(train_feats) < 5: raise ValueError(f"need at least 5 training features, got {len(train_feats)}")
     C = n_classes or int(max(train_labels.max(), val_labels.max()).item() + 1)
     xtr, xva = standardize(train_feats.double(), val_feats.double())
     ytr = train_labels.long()
     perm = torch.randperm(len(xtr), generator=torch.Generator().manual_seed(seed))
     ho, fit = perm[:max(1, int(holdout * len(xtr)))], perm[max(1, int(holdout * len(xtr))):]
-    cv = {}
-    for wd in wds:
-        r = fit_logistic(xtr[fit], ytr[fit], C, wd, max_iter)
-        cv[wd] = 100. * ((xtr[ho] @ r['W'] + r['b']).argmax(1) == ytr[ho]).double().mean().item()
-    best = max(wds, key=lambda w: (round(cv[w], 6), w))                # a tie goes to the stronger regularisation
-    r = fit_logistic(xtr, ytr, C, best, max_iter)
+    cv, sols, prev = {}, {}, None
+    with single_thread('cpu'):
+        for wd in sorted(wds, reverse=True):
+            r = fit_logistic(xtr[fit], ytr[fit], C, wd, max_iter, init=prev)
+            prev = sols[wd] = (r['W'], r['b'])
+            cv[wd] = 100. * ((xtr[ho] @ r['W'] + r['b']).argmax(1) == ytr[ho]).double().mean().item()
+        best = max(wds, key=lambda w: (round(cv[w], 6), w))            # a tie goes to the stronger regularisation
+        r = fit_logistic(xtr, ytr, C, best, max_iter, init=sols[best])
     top1, top5 = topk_accuracy(xva @ r['W'] + r['b'], val_labels)
     return dict(top1=top1, top5=top5, wd=best, train_loss=r['loss'], train_acc=r['acc'], grad_norm=r['grad_norm'],
-                iters=r['iters'], cv=cv)
+                iters=r['iters'], cv={wd: cv[wd] for wd in wds})
 
 # %% ../nbs/13_eval.ipynb #9f54564d
 def layer_id(name: str, num_layers: int) -> int:

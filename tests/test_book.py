@@ -1,6 +1,7 @@
 """The offline course book (tools/make_book.py): it builds from the committed notebooks, its links resolve, it fetches
-nothing from the network, and a headless Chromium renders its index and a lesson with their figures."""
-import html.parser, os, re, shutil, subprocess, sys
+nothing from the network, every formula is MathML (no raw TeX left outside code), and a headless Chromium renders its
+index and a lesson with their figures, and the lessons' formulas as MathML."""
+import html.parser, json, os, re, shutil, subprocess, sys
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 import pytest
@@ -26,6 +27,31 @@ class Refs(html.parser.HTMLParser):
 
 def parse(f):
     p = Refs(); p.feed(f.read_text(encoding='utf-8')); return p
+
+
+class Prose(html.parser.HTMLParser):
+    "The text a reader sees outside code (<code>, <pre>, highlighted cells), scripts, styles and formulas (<math>)."
+    SKIP = {'code', 'pre', 'script', 'style', 'math', 'kbd', 'samp'}
+    def __init__(self):
+        super().__init__(); self.stack, self.text = [], []
+    def handle_starttag(self, tag, attrs):
+        if tag in self.SKIP: self.stack.append(tag)
+    def handle_endtag(self, tag):
+        if tag in self.stack:
+            while self.stack and self.stack.pop() != tag: pass
+    def handle_data(self, data):
+        if not self.stack: self.text.append(data)
+
+
+# raw TeX: `$\` (a formula starting with a command), or `$x_q$`-shaped spans (TeX's rule: no space after the
+# opening `$` nor before the closing one, so "$5 or $10" is not one)
+RAW_TEX = re.compile(r'\$\\|\$[^$\s](?:[^$]*?[^$\s])?\$')
+
+
+def raw_tex(text):
+    "Raw TeX formulas in the prose of HTML `text`, with some context."
+    p = Prose(); p.feed(text); prose = ''.join(p.text)
+    return [prose[max(0, m.start() - 40):m.end() + 40] for m in RAW_TEX.finditer(prose)]
 
 
 @pytest.fixture(scope='module')
@@ -85,6 +111,61 @@ def test_hidden_cells_and_directives_are_left_out(book):
     assert '.ipynb"' not in text, 'links between lessons point to pages'
 
 
+def test_no_raw_tex_outside_code(book):
+    "Every formula became MathML: no page shows `$\\...` or a `$x_q$`-shaped span outside code."
+    out, pages = book
+    bad = {f.name: raw_tex(f.read_text(encoding='utf-8')) for f in pages}
+    bad = {k: v for k, v in bad.items() if v}
+    assert not bad, f'raw TeX in {sorted(bad)}: {json.dumps(bad)[:1500]}'
+    assert sum(f.read_text(encoding='utf-8').count('<math') for f in pages) >= 10, 'the lessons have formulas'
+
+
+def test_raw_tex_checker_catches_a_raw_formula():
+    "The check above can fail: raw TeX in prose is reported; TeX in code, a shell variable, and prices are not."
+    assert raw_tex(r'<p>Eq. 2: $h_1 = \mathrm{restore}(q_1)$</p>')
+    assert raw_tex('<p>views $x_q, x_k$ of one image</p>')
+    assert raw_tex(r'<li>$$\omega_k = 1$$</li>')
+    assert not raw_tex(r'<p>run <code>echo $HOME $\alpha$</code></p><pre>$x_q$</pre><div class="highlight"><pre>$\x$</pre></div>')
+    assert not raw_tex('<p>it costs $5 or $10</p><p><math><mi>x</mi></math></p>')
+
+
+def _mini_nb(md, latex=None):
+    import nbformat
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_markdown_cell('# Mini\n\n' + md)]
+    if latex:
+        c = nbformat.v4.new_code_cell('Math(...)', execution_count=1)
+        c.outputs = [nbformat.v4.new_output('display_data', data={'text/latex': latex, 'text/plain': '<Math>'})]
+        nb.cells.append(c)
+    return nb
+
+
+def test_formulas_become_mathml_and_code_stays_code(tmp_path):
+    "Inline, display and `text/latex` formulas become MathML; TeX's `_` and `*` are not emphasis; `$` in code stays as written."
+    import nbformat
+    nbs = tmp_path / 'nbs'; nbs.mkdir()
+    md = ('Inline $a_1 + b_2 * c_3 + x_{*}$ and *real emphasis*, display\n\n$$\\frac{\\exp(z_q/\\tau)}{\\sum_j \\exp(z_j/\\tau)}$$\n\n'
+          'Code `echo $HOME $x_q$` and\n\n```bash\nprice=$5; tex=$\\alpha_1$\n```\n')
+    nbformat.write(_mini_nb(md, latex='$$\\lVert p - t\\rVert_2$$'), nbs / 'index.ipynb')
+    page = make_book.build(nbs, tmp_path / 'out', log=lambda *a: None)[0].read_text(encoding='utf-8')
+    assert page.count('<math') == 3, page
+    assert page.count('display="block"') == 2                             # $$...$$ and the text/latex output
+    assert '<mfrac>' in page and '<msub>' in page
+    assert page.count('<em>') == 1, 'only *real emphasis* is emphasis: the TeX kept its _ and *'
+    assert 'echo $HOME $x_q$</code>' in page                                # inline code untouched
+    assert 'price=$5; tex=$\\alpha_1$' in html.unescape(re.sub(r'<[^>]+>', '', page))   # the fenced block too
+    assert not raw_tex(page)
+
+
+def test_a_formula_latex2mathml_cannot_convert_stops_the_build(tmp_path):
+    "An unknown command would show as raw TeX: the build fails and names the lesson and the formula."
+    import nbformat
+    nbs = tmp_path / 'nbs'; nbs.mkdir()
+    nbformat.write(_mini_nb(r'See $\notacommand{x}$.'), nbs / '03_bad.ipynb')
+    with pytest.raises(ValueError, match=r'03_bad\.ipynb.*notacommand'):
+        make_book.build(nbs, tmp_path / 'out', log=lambda *a: None)
+
+
 def _chromium():
     return shutil.which('chromium') or shutil.which('chromium-browser') or shutil.which('google-chrome')
 
@@ -134,3 +215,21 @@ def test_chromium_screenshot_is_not_blank(book, chromium, tmp_path):
     non_white = sum(n for n, c in colours if sum(c) < 3 * 245) / (im.width * im.height)
     assert len(colours) > 500, f'only {len(colours)} colours: blank or text-only page'
     assert non_white > 0.05, f'{non_white:.1%} non-white pixels'
+
+
+@pytest.mark.parametrize('page', ['07_contrastive', '09_cmae'])
+def test_chromium_renders_formulas_as_mathml(book, chromium, page, tmp_path):
+    """Chromium parses the lesson's formulas as MathML and lays them out: every <math> element is a MathMLElement with a
+    size (data-math = n/n, n > 0), and each fraction's numerator sits above its denominator (data-fractions)."""
+    out, _ = book
+    r = _run(chromium, '--dump-dom', (out / f'{page}.html').as_uri(), tmp=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert '<math' in r.stdout, f'{page}: no MathML in the rendered page'
+    m = re.search(r'data-math="(\d+)/(\d+)"', r.stdout)
+    assert m, 'the page script did not run: ' + r.stdout[:300]
+    ok, total = map(int, m.groups())
+    assert total > 0 and ok == total, f'{page}: {ok} of {total} formulas laid out as MathML'
+    assert total == r.stdout.count('<math'), 'the script counted every formula'
+    ok, total = map(int, re.search(r'data-fractions="(\d+)/(\d+)"', r.stdout).groups())
+    assert ok == total, f'{page}: {total - ok} fractions not stacked'
+    if page == '07_contrastive': assert total >= 1, 'InfoNCE (Eq. 3) is a fraction'

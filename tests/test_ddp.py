@@ -90,6 +90,7 @@ def worker(out):
     dist.all_gather_object(gathered, rec['items'])
     rec['all_items'] = gathered
     rec['opt_steps'] = learn.opt_steps
+    rec['epoch'] = {n: v for n, v in zip(learn.recorder.metric_names[1:], learn.recorder.log[1:]) if isinstance(v, float)}
     if rank == 0: torch.save(rec, out)
     dist.barrier()
     dist.destroy_process_group()
@@ -128,6 +129,10 @@ def test_ddp_first_step_matches_single_process(tmp_path):
     # after one AdamW step (update ~ lr * g/|g|): equal except where |g| ~ eps makes the direction float noise
     diff = (rec['w1'] - first['w1']).abs()
     assert diff.max() < LR and (diff > 1e-6).float().mean() < 1e-3, (diff.max(), (diff > 1e-6).float().mean())
+    # the epoch's logged loss parts (what metrics.json gets) are averages over BOTH ranks' batches, as in one process
+    single = {n: v for n, v in zip(learn.recorder.metric_names[1:], learn.recorder.log[1:]) if isinstance(v, float)}
+    for k in ('rec', 'ctr', 'ctr_acc'):
+        assert abs(rec['epoch'][k] - single[k]) < 2e-3 * max(1., abs(single[k])), (k, rec['epoch'][k], single[k])
 
 
 if __name__ == '__main__':

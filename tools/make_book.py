@@ -5,7 +5,10 @@
 
 Each page has the course's table of contents (every lesson, the current one marked), the lesson's own sections, and
 previous/next links. Figures are the notebooks' committed outputs, embedded as data: URIs; CSS and the one small script
-are inline, so a page fetches nothing from the network (no CDN, no MathJax: formulas stay as written). Cells marked
+are inline, so a page fetches nothing from the network (no CDN, no MathJax). Formulas (`$...$`, `$$...$$`, LaTeX
+environments) are converted to MathML when the book is built, by `latex2mathml`, and browsers render MathML themselves.
+nbconvert's markdown parser finds them, so a `$` in code is left alone and the markdown rules never see the TeX (no `_` or
+`*` turned into emphasis). A formula that cannot be converted stops the build. Cells marked
 `#| hide` (hidden exercise solutions, export calls) are left out and `#|` directives are stripped, as nbdev's own
 site does. Links between lessons (`13_eval.ipynb`) point to the rendered pages (`13_eval.html`). Widgets need a live
 kernel, so a widget output is replaced by a note saying so. Quarto (which `nbdev_docs` needs) cannot be installed
@@ -35,12 +38,70 @@ blockquote{margin:0;padding:2px 14px;color:#444;border-left:4px solid #8aa4d6;ba
 .widget-note{color:#7a5a00;background:#fff8e1;border:1px solid #f0d890;padding:6px 10px;border-radius:4px;font-size:14px}
 nav.pn{display:flex;justify-content:space-between;margin-top:40px;padding-top:12px;border-top:1px solid #ddd}
 .jp-InputPrompt,.jp-OutputPrompt,.prompt{display:none}
+math{font-size:1.1em}math[display=block]{margin:.5em 0}
 """
 
-# Marks the page once every figure has decoded: <body data-figures="loaded/total">; the browser test reads it.
+# Marks the page once every figure has decoded: <body data-figures="loaded/total">, and how many formulas the browser
+# laid out as MathML (a MathMLElement with a size; a fraction's numerator above its denominator): data-math="ok/total".
+# The browser test reads both.
 SCRIPT = """window.addEventListener('load',function(){var im=document.querySelectorAll('main img'),ok=0;
 for(var i=0;i<im.length;i++){if(im[i].complete&&im[i].naturalWidth>0)ok++}
-document.body.setAttribute('data-figures',ok+'/'+im.length)});"""
+document.body.setAttribute('data-figures',ok+'/'+im.length);
+var ms=document.querySelectorAll('main math'),mok=0;
+for(var j=0;j<ms.length;j++){var r=ms[j].getBoundingClientRect();
+if(window.MathMLElement&&ms[j] instanceof MathMLElement&&r.width>0&&r.height>0)mok++}
+var fr=document.querySelectorAll('main mfrac'),fok=0;
+for(var k=0;k<fr.length;k++){var a=fr[k].children[0],b=fr[k].children[1];
+if(a&&b&&a.getBoundingClientRect().bottom<=b.getBoundingClientRect().top+1)fok++}
+document.body.setAttribute('data-math',mok+'/'+ms.length);document.body.setAttribute('data-fractions',fok+'/'+fr.length)});"""
+
+
+def tex_to_mathml(tex, display='inline'):
+    "MathML for the TeX formula `tex` (without its `$` delimiters); ValueError if latex2mathml cannot convert it."
+    try: from latex2mathml.converter import convert
+    except ImportError as e: raise ImportError('make_book needs latex2mathml: .venv/bin/pip install -e ".[dev]"') from e
+    try: out = convert(tex.strip(), display=display)
+    except Exception as e: raise ValueError(f'cannot convert the formula ${tex}$ to MathML: {type(e).__name__} {e}') from e
+    if '\\' in out: raise ValueError(f'the formula ${tex}$ has a command latex2mathml does not know: {out[:300]}')
+    return out
+
+
+def exporter():
+    "nbconvert's HTMLExporter (basic template), its markdown renderer writing formulas as MathML."
+    from jinja2 import pass_context
+    from nbconvert import HTMLExporter
+    from nbconvert.filters.markdown_mistune import IPythonRenderer, MarkdownWithMath
+    from nbconvert.preprocessors import TagRemovePreprocessor
+
+    class MathMLRenderer(IPythonRenderer):
+        def inline_math(self, body): return tex_to_mathml(body, 'inline')
+        def block_math(self, body): return tex_to_mathml(body, 'block')
+        def latex_environment(self, name, body): return tex_to_mathml(f'\\begin{{{name}}}{body}\\end{{{name}}}', 'block')
+
+    class BookExporter(HTMLExporter):
+        @pass_context
+        def markdown2html(self, context, source):     # as HTMLExporter.markdown2html, with the renderer above
+            cell = context.get('cell', {})
+            renderer = MathMLRenderer(escape=False, attachments=cell.get('attachments', {}), embed_images=self.embed_images,
+                                      path=context.get('resources', {}).get('metadata', {}).get('path', ''),
+                                      anchor_link_text=self.anchor_link_text, exclude_anchor_links=self.exclude_anchor_links,
+                                      **self.lexer_options)
+            return MarkdownWithMath(renderer=renderer).render(source)
+
+    exp = BookExporter(template_name='basic', exclude_input_prompt=True, exclude_output_prompt=True, anchor_link_text='')
+    exp.register_preprocessor(TagRemovePreprocessor(remove_input_tags={'remove_input'}), enabled=True)
+    return exp
+
+
+def latex_output(o):
+    "A `text/latex` output that is one formula (IPython's `Math`, sympy) gets a `text/html` MathML version, which wins."
+    tex = o.get('data', {}).get('text/latex')
+    if tex is None or 'text/html' in o['data']: return o
+    m = re.fullmatch(r'\s*(\$\$?)([^$]+)\1\s*', ''.join(tex))
+    if not m: return o
+    o = copy.deepcopy(o)
+    o['data']['text/html'] = tex_to_mathml(m.group(2), 'block' if m.group(1) == '$$' else 'inline')
+    return o
 
 
 def directives(src):
@@ -78,7 +139,7 @@ def prepare(nb):
                 if WIDGET in o.get('data', {}):
                     outs.append({'output_type': 'display_data', 'metadata': {}, 'data': {'text/html':
                         '<div class="widget-note">Interactive widget: open this lesson in JupyterLab to use it.</div>'}})
-                else: outs.append(o)
+                else: outs.append(latex_output(o))
             c['outputs'] = outs
         elif c['cell_type'] == 'markdown': src = ipynb_links(src)
         else: continue
@@ -113,7 +174,6 @@ def page(title, body, toc, here, prev, nxt):
 def build(nbs=ROOT / 'nbs', out=ROOT / 'build' / 'book', log=print):
     "Render every notebook of `nbs` (index first) into `out`; returns the list of pages written."
     global PYGMENTS_CSS
-    from nbconvert import HTMLExporter
     from pygments.formatters import HtmlFormatter
     import nbformat
     PYGMENTS_CSS = HtmlFormatter(style='friendly').get_style_defs('.highlight')
@@ -123,14 +183,13 @@ def build(nbs=ROOT / 'nbs', out=ROOT / 'build' / 'book', log=print):
     if not files: raise FileNotFoundError(f'{nbs}: no notebooks to render')
     nbs_json = {p.stem: nbformat.read(p, as_version=4) for p in files}     # multi-line strings joined, as nbconvert expects
     toc = [(s, 'Home' if s == 'index' else f'{s.split("_")[0]} {title_of(nb, s)}') for s, nb in nbs_json.items()]
-    from nbconvert.preprocessors import TagRemovePreprocessor
-    exp = HTMLExporter(template_name='basic', exclude_input_prompt=True, exclude_output_prompt=True, anchor_link_text='')
-    exp.register_preprocessor(TagRemovePreprocessor(remove_input_tags={'remove_input'}), enabled=True)
+    exp = exporter()
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for i, (stem, nb) in enumerate(nbs_json.items()):
         t0 = time.perf_counter()
-        body, _ = exp.from_notebook_node(prepare(nb))
+        try: body, _ = exp.from_notebook_node(prepare(nb))
+        except ValueError as e: raise ValueError(f'{stem}.ipynb: {e}') from e
         body = ipynb_links(body)
         f = out / f'{stem}.html'
         f.write_text(page(title_of(nb, stem), body, toc, stem, toc[i - 1] if i else None,
@@ -148,5 +207,5 @@ if __name__ == '__main__':
     ap.add_argument('--nbs', default=str(ROOT / 'nbs'), help='notebook folder (default nbs)')
     a = ap.parse_args()
     try: pages = build(a.nbs, a.out)
-    except FileNotFoundError as e: sys.exit(f'make_book: error: {e}')
+    except (FileNotFoundError, ValueError) as e: sys.exit(f'make_book: error: {e}')
     print(f'{len(pages)} pages in {a.out}; open {Path(a.out) / "index.html"}')
