@@ -40,8 +40,9 @@ PRESETS = dict(
                ccrop_warmup=100, ccrop_interval=100, resnet_layers=None),
 )
 DEFAULTS = dict(data=None, method='cmae', opt='adamw', momentum=0.99, momentum_end=1.0, moco_k=None, knn_every=0,
-                lambda_ctr=1., lambda_loc=1., lambda_rec=1.,
-                loc_mode=None, loc_loss='ce', pos_mask_ratio=0.75, tau=0.2, norm_pix=False, ccrop='auto', ccrop_source='attention', ccrop_k=0.3, ccrop_alpha=1.0, precision='auto',
+                lambda_ctr=0.3, lambda_loc=1., lambda_rec=1.,
+                loc_mode=None, loc_loss='ce', pos_mask_ratio=0.75, tau=0.2, norm_pix=False,
+                ccrop='auto', ccrop_source='features:l2:pre_norm', ccrop_k=0.5, ccrop_alpha=1.0, precision='auto',
                 device='auto', compile=False, workers=0, seed=0, out='runs/cmae', keep=2, resume=False, init_mae=None,
                 probe=True, floor=True, figures=True)
 ARCHS = ('vit_tiny', 'vit_small', 'vit_base', 'resnet18', 'resnet50')
@@ -414,7 +415,7 @@ def cmae_pretrain(
     momentum_end:float=None,  # ... and at the end (cosine schedule; 1.0 = MoCo v3 style)
     moco_k:int=None,          # MoCo queue size (default: the training images rounded down to whole batches, <= 65536)
     knn_every:int=None,       # kNN monitor every N epochs into metrics.json (0 = off)
-    lambda_ctr:float=1.,      # weight of the contrastive loss
+    lambda_ctr:float=0.3,     # weight of the contrastive loss (the paper: 1; 0.3 won the workshop sweep, lesson 16)
     lambda_loc:float=1.,      # weight of the location loss
     lambda_rec:float=1.,      # weight of the reconstruction loss
     loc_mode:str=None,        # location task: droppos (default, non-trivial) | paper (literal, PE before masking)
@@ -423,10 +424,10 @@ def cmae_pretrain(
     tau:float=0.2,            # InfoNCE temperature
     norm_pix:bool=False,      # reconstruct per-patch normalised pixels (MAE's norm_pix_loss)
     ccrop:str='auto',         # ContrastiveCrop: --ccrop / --no-ccrop (auto: on for cmae)
-    ccrop_source:str='attention', # heatmap source: attention | features[:<sum|l2>:<post_norm|pre_norm>]
+    ccrop_source:str='features:l2:pre_norm', # heatmap: features[:<sum|l2>:<post_norm|pre_norm>] | attention
     ccrop_warmup:int=None,    # epochs before the first box refresh
     ccrop_interval:int=None,  # epochs between box refreshes
-    ccrop_k:float=0.3,        # heatmap threshold for the box (ContrastiveCrop's ResNet value is 0.1; see lesson 06)
+    ccrop_k:float=0.5,        # heatmap threshold for the box (ContrastiveCrop's ResNet value is 0.1; see lesson 06)
     ccrop_alpha:float=1.0,    # Beta(alpha, alpha) for the crop centre inside the box
     n_train:int=None,         # use only this many training images (0 = all)
     precision:str='auto',     # auto | bf16 | fp16 | fp32

@@ -601,7 +601,7 @@ def few_label_finetune(encoder: nn.Module, train_images, val_ds, *, img_size: in
     (`few_label_subset`), with RandomResizedCrop(`scale`) + flip, and score the un-augmented `val_ds`. Settings: `FEW_LABEL`,
     overridden by `kw`. The regime where MAE-style pretraining is known to pay off: few labels, all weights trainable."""
     import copy
-    from .data import ViewDataset
+    from cmae_course.data import ViewDataset
     o = {**FEW_LABEL, **kw}
     img_size = img_size or getattr(val_ds, 'img_size', 64)
     sub = few_label_subset(train_images, o['frac'], seed)
@@ -688,9 +688,14 @@ def run_eval(checkpoint, data=None, protocol: str = 'linear', epochs: int | None
     out['seconds'] = round(time.time() - t0, 2)
     return out
 
+def _dashed(a:str) -> str:
+    name, eq, val = a[2:].partition('=')
+    no = name.startswith('no-')                                   # fastcore spells a negated bool `--no-<name>`
+    return '--' + 'no-' * no + name[3 * no:].replace('-', '_') + eq + val
+
 def dashed_argv(argv:list[str]) -> list[str]:
-    "Accept `--cache-dir` for fastcore's `--cache_dir` (and `--opt=x` forms), as `cmae_pretrain` does."
-    return ['--' + a[2:].partition('=')[0].replace('-', '_') + ''.join(a[2:].partition('=')[1:]) if a.startswith('--') else a for a in argv]
+    "Accept `--cache-dir` for fastcore's `--cache_dir` (and `--opt=x` forms), as `cmae_pretrain` does; `--no-<flag>` stays."
+    return [_dashed(a) if a.startswith('--') and ' ' not in a else a for a in argv]      # '--x 1' is a value, not an option
 
 if Path(sys.argv[0]).name == 'cmae_eval': sys.argv[1:] = dashed_argv(sys.argv[1:])
 

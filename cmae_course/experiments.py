@@ -10,8 +10,8 @@ from fastcore.script import call_parse
 
 # %% auto #0
 __all__ = ['ROWS', 'EXTRA_ROWS', 'BASELINES', 'PAPER_TOP1', 'WORKSHOP', 'MAIN_ROWS', 'METRICS', 'TASKS', 'PAPER_RECIPES',
-           'TABLE_BUDGET', 'slug', 'run_command', 'raw_pixel_result', 'run_experiments', 'summarize', 'spread',
-           'compare', 'table_markdown', 'load_results', 'paper_commands', 'cmae_experiments']
+           'TABLE_BUDGET', 'slug', 'parse_rows', 'run_command', 'raw_pixel_result', 'run_experiments', 'summarize',
+           'spread', 'compare', 'table_markdown', 'load_results', 'paper_commands', 'cmae_experiments']
 
 # %% ../nbs/16_experiments.ipynb #b1117fc0
 ROWS = {  # name -> (what changes, cmae_pretrain options); every row also gets the shared preset/budget and a seed
@@ -31,7 +31,8 @@ EXTRA_ROWS = {  # not in the default table (time): the paper's "fewer / narrower
     'CMAE, decoder 1 block':   ('transformer decoder, 1 block instead of 2', dict(method='cmae', dec_depth=1)),
     'CMAE, decoder 64 wide':   ('transformer decoder, width 64 instead of 128', dict(method='cmae', dec_dim=64)),
     'CMAE, momentum 0.996':    ('momentum constant 0.996 (HCMAE) instead of cosine 0.99 -> 1', dict(method='cmae', momentum=0.996, momentum_end=0.996)),
-    'CMAE, lambda_ctr 0.3':    ('contrastive weight 0.3', dict(method='cmae', lambda_ctr=0.3)),
+    'CMAE, lambda_ctr 1':      ("the paper's contrastive weight, 1 (the default is 0.3)", dict(method='cmae', lambda_ctr=1.)),
+    'CMAE, lambda_ctr 0.3':    ('contrastive weight 0.3 (the default since the sweep)', dict(method='cmae', lambda_ctr=0.3)),
     'CMAE, lambda_ctr 0.1':    ('contrastive weight 0.1', dict(method='cmae', lambda_ctr=0.1)),
     'CMAE, tau 0.1':           ('InfoNCE temperature 0.1 instead of 0.2', dict(method='cmae', tau=0.1)),
     'CMAE, norm-pix':          ('reconstruct per-patch normalised pixels', dict(method='cmae', norm_pix=True)),
@@ -73,10 +74,22 @@ def _row_opts(name:str) -> dict:
     if name not in rows: raise ValueError(f"row {name!r}: unknown; choose from {list(rows) + ['raw pixels']}")
     return rows[name][1]
 
-def run_command(name:str, seed:int, out:str|Path, **shared) -> list[str]:
-    "The `cmae_pretrain` argv for row `name` with `seed`, writing to `out/<slug>/seed<seed>`; `shared` options apply to every row."
+def parse_rows(s:str) -> list[str]:
+    """Row names from a comma-separated string; names may hold commas themselves ('CMAE, tau 0.1'), so at each position the
+    longest run of pieces that names a row wins. An unknown name raises a ValueError that names it."""
+    known = {*ROWS, *EXTRA_ROWS, *BASELINES}
+    parts, out, i = s.split(','), [], 0
+    while i < len(parts):
+        j = next((j for j in range(len(parts), i, -1) if ','.join(parts[i:j]).strip() in known), None)
+        if j is None: _row_opts(parts[i].strip())                 # raises, naming the unknown row
+        out.append(','.join(parts[i:j]).strip()); i = j
+    return out
+
+def run_command(name:str, seed:int, out:str|Path, extra:str='', **shared) -> list[str]:
+    """The `cmae_pretrain` argv for row `name` with `seed`, writing to `out/<slug>/seed<seed>`; `shared` options apply to every
+    row, and so do the raw `extra` options (`'--lambda-ctr 1'`), which come first so that a row's own options override them."""
     opts = {**WORKSHOP, **shared, **_row_opts(name), 'seed': seed, 'out': Path(out)/slug(name)/f'seed{seed}'}
-    return ['cmae_pretrain'] + [a for k, v in opts.items() if v is not None for a in _flag(k, v)]
+    return ['cmae_pretrain', *shlex.split(extra or '')] + [a for k, v in opts.items() if v is not None for a in _flag(k, v)]
 
 # %% ../nbs/16_experiments.ipynb #89865f07
 def _run(cmd:list[str], folder:Path, threads:int|None=None) -> dict:
@@ -112,7 +125,7 @@ def raw_pixel_result(seed:int, data=None, img_size:int=32) -> dict:
 
 # %% ../nbs/16_experiments.ipynb #54848aaf
 def run_experiments(rows=None, seeds=(0, 1), out='runs/experiments', baselines=True, fewlabel=True, threads=None, log=print,
-                    command=None, **shared) -> list[dict]:
+                    command=None, extra:str='', **shared) -> list[dict]:
     """Run the `BASELINES` (if `baselines`) and `rows` (default: all of `ROWS`) x `seeds` with the `shared` cmae_pretrain options,
     each run evaluated the same way: kNN and the converged probe (`cmae_pretrain`'s own evaluation) and, if `fewlabel`,
     few-label fine-tuning of its `encoder.pt`. Finished runs are reused. Results also in `out/results.json`, with `command`."""
@@ -131,14 +144,14 @@ def run_experiments(rows=None, seeds=(0, 1), out='runs/experiments', baselines=T
                     (folder/'summary.json').write_text(json.dumps(raw_pixel_result(seed, shared.get('data')), indent=1))
                 s, ft = json.loads((folder/'summary.json').read_text()), {}
             else:
-                cmd = shlex.join(run_command(name, seed, out, **shared))
+                cmd = shlex.join(run_command(name, seed, out, extra, **shared))
                 s = json.loads((folder/'summary.json').read_text()) if done else _run(shlex.split(cmd), folder, threads)
                 ft = _few_label(folder, seed, shared.get('data')) if fewlabel else {}
             res.append(dict(row=name, seed=seed, command=cmd, **s, fewlabel_top1=(round(ft['top1'] / 100, 4) if ft else None)))
             log(f"{name:28s} seed {seed}: linear {s.get('linprobe_top1')}  knn {s.get('knn_top1')}  few-label "
                 f"{res[-1]['fewlabel_top1']}  {'(done before)' if done else f'{time.perf_counter() - t0:.0f} s'}")
     out.mkdir(parents=True, exist_ok=True)
-    (out/'results.json').write_text(json.dumps(dict(command=command, shared=shared, seeds=list(seeds),
+    (out/'results.json').write_text(json.dumps(dict(command=command, shared=shared, extra=extra, seeds=list(seeds),
                                                     seconds=round(time.perf_counter() - t_all, 1), runs=res), indent=1))
     return res
 
@@ -217,6 +230,7 @@ def paper_commands(data:str='data/tiny-imagenet-200', out:str='runs/paper') -> l
     return cmds
 
 # %% ../nbs/16_experiments.ipynb #ffed5d4f
+_typed = sys.argv[1:]                                          # the command as typed, for results.json
 if Path(sys.argv[0]).name == 'cmae_experiments':              # accept --n-train for fastcore's --n_train
     from cmae_course.evaluate import dashed_argv
     sys.argv[1:] = dashed_argv(sys.argv[1:])
@@ -234,6 +248,7 @@ def cmae_experiments(
     main:bool=False,            # the main comparison instead: untrained ViT, MAE, CMAE at the main job's budget, 3 seeds
     fewlabel:bool=True,         # skip few-label fine-tuning (the slowest evaluation)
     baselines:bool=True,        # skip the floor rows (raw pixels, untrained encoders) unless --rows names them
+    pretrain_args:str=None,     # extra cmae_pretrain options for every row, e.g. "--lambda-ctr 1" (a row's own options win)
     paper:bool=False,           # print the paper-scale GPU commands and exit
 ):
     "Reproduce Table 1 (MoCo-v1, MoCo-v2, MAE, CMAE) and CMAE's ablations at workshop scale; prints a markdown table."
@@ -242,14 +257,15 @@ def cmae_experiments(
         return
     try:
         seed_list = tuple(int(s) for s in (seeds or ('0,1,2' if main else '0')).split(','))
-        row_list = list(MAIN_ROWS) if main and rows is None else (None if rows is None else [r.strip() for r in rows.split(',')])
+        row_list = list(MAIN_ROWS) if main and rows is None else (None if rows is None else parse_rows(rows))
         if data is not None and not Path(data).is_dir(): raise ValueError(f"--data {data}: no such folder")
         budget = {} if main else dict(TABLE_BUDGET)
         if epochs is not None: budget['epochs'] = epochs
         out = out or ('runs/main' if main else 'runs/experiments')
         t0 = time.perf_counter()
         res = run_experiments(row_list, seed_list, out, baselines=baselines and not main, fewlabel=fewlabel, data=data, n_train=n_train,
-                              figures=False, command=shlex.join(['cmae_experiments', *sys.argv[1:]]), **budget)
+                              figures=False, command=shlex.join(['cmae_experiments', *_typed]), extra=pretrain_args or '',
+                              **budget)
     except (ValueError, RuntimeError) as e: sys.exit(f"cmae_experiments: error: {e}")
     print(table_markdown(res))
     print(f"\n{len(res)} runs, {time.perf_counter() - t0:.0f} s; results in {Path(out)/'results.json'}")

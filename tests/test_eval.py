@@ -82,17 +82,20 @@ def test_cli_knn_json(tiny_data, ckpt_dir):
     r = cli('--checkpoint', ckpt_dir, '--data', tiny_data, '--protocol', 'knn', '--seed', 1)
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)                                       # exactly one JSON object on stdout
-    assert {'protocol', 'top1', 'top5', 'epochs', 'data', 'checkpoint', 'readout', 'n_train', 'n_val', 'seconds'} <= set(out)
-    assert (out['protocol'], out['epochs'], out['n_train'], out['n_val'], out['readout']) == ('knn', 0, 18, 9, 'cls')
+    assert {'protocol', 'top1', 'top5', 'k', 'T', 'data', 'checkpoint', 'readout', 'n_train', 'n_val', 'seconds'} <= set(out)
+    assert (out['protocol'], out['k'], out['n_train'], out['n_val'], out['readout']) == ('knn', 20, 18, 9, 'mean')
     assert out['checkpoint'].endswith('ckpt_e0001.pt') and 0 <= out['top1'] <= out['top5'] <= 100
 
 
 def test_run_eval_linear_and_finetune(tiny_data, ckpt_dir):
-    lin = run_eval(ckpt_dir, tiny_data, 'linear', epochs=3, readout='mean')
-    assert (lin['protocol'], lin['epochs'], lin['readout'], lin['bs']) == ('linear', 3, 'mean', 18)
+    lin = run_eval(ckpt_dir, tiny_data, 'linear', readout='cls')                 # the converged L-BFGS probe
+    assert (lin['protocol'], lin['opt'], lin['readout']) == ('linear', 'lbfgs', 'cls') and 'epochs' not in lin
+    assert lin['train_loss'] >= 0 and 0 <= lin['train_acc'] <= 100 and lin['wd'] > 0
+    sched = run_eval(ckpt_dir, tiny_data, 'linear', epochs=3, opt='lars')       # a scheduled probe states its schedule
+    assert (sched['opt'], sched['epochs'], sched['bs']) == ('lars', 3, 18)
     ft = run_eval(ckpt_dir / 'ckpt_e0001.pt', tiny_data, 'finetune', epochs=1, bs=6)
     assert (ft['protocol'], ft['epochs'], ft['readout']) == ('finetune', 1, 'mean')
-    json.dumps(lin); json.dumps(ft)
+    json.dumps(lin); json.dumps(sched); json.dumps(ft)
 
 
 @pytest.mark.parametrize('make,msg', [
