@@ -17,7 +17,7 @@ from .decoders import DECODERS
 
 # %% auto #0
 __all__ = ['matmul_peak', 'build_bench_model', 'step_flops', 'peak_memory_mb', 'time_step', 'bench', 'decoder_table',
-           'cmae_bench', 'main']
+           'loader_throughput', 'cmae_bench', 'main']
 
 # %% ../nbs/15_bench.ipynb #0c5560e2
 def _sync(device):
@@ -105,15 +105,25 @@ def _precision(precision, device):
 
 def bench(method='mae', arch='vit_base', *, decoder='transformer', dec_dim=512, dec_depth=8, img_size=64, patch_size=8,
           bs=64, precision='auto', device='cpu', steps=5, warmup=2, compile=False, opt='fused', seed=0, **model_kw) -> dict:
-    "Time one configuration's training step; FLOPs, achieved GFLOP/s, the matmul peak of the same dtype, `mfu`, peak memory."
+    """Time one configuration's training step; FLOPs, achieved GFLOP/s, the matmul peak of the same dtype, `mfu`, peak memory.
+    `precision='auto'` on a CPU times the step in fp32 and in bf16, reports both (`precisions`) and keeps the faster one
+    (`train.choose_precision`: bf16 must win by 3%), which is how `cmae_pretrain --precision auto` decides too."""
     device = torch.device(device)
-    precision = _precision(precision, device)
     torch.manual_seed(seed)
     model = build_bench_model(method, arch, img_size=img_size, patch_size=patch_size, decoder=decoder, dec_dim=dec_dim,
                               dec_depth=dec_depth, **model_kw).to(device).train()
     imgs = torch.randn(bs, 3, img_size, img_size, device=device)
     flops = step_flops(model, imgs, method)
-    t = time_step(model, imgs, method=method, precision=precision, opt=opt, steps=steps, warmup=warmup, compile=compile)
+    run = lambda p: time_step(model, imgs, method=method, precision=p, opt=opt, steps=steps, warmup=warmup, compile=compile)
+    if precision == 'auto' and device.type == 'cpu':
+        from cmae_course.train import choose_precision
+        both = {p: run(p) for p in ('fp32', 'bf16')}
+        precision = choose_precision({p: t['step'] for p, t in both.items()})
+        t = both[precision]
+        measured = {p: dict(img_per_s=round(bs / (t_['step'] / 1e3), 2), step_ms=round(t_['step'], 1)) for p, t_ in both.items()}
+    else:
+        precision, measured = _precision(precision, device), None
+        t = run(precision)
     peak = matmul_peak(dict(fp32=torch.float32, bf16=torch.bfloat16, fp16=torch.float16)[precision], device)
     achieved = flops / 1e9 / (t['step'] / 1e3)
     return dict(method=method, arch=arch, decoder=decoder, dec_dim=dec_dim, dec_depth=dec_depth, img_size=img_size,
@@ -122,7 +132,8 @@ def bench(method='mae', arch='vit_base', *, decoder='transformer', dec_dim=512, 
                 img_per_s=round(bs / (t['step'] / 1e3), 2), step_ms=round(t['step'], 1),
                 split_ms={k: round(t[k], 1) for k in ('forward', 'backward', 'optimizer')},
                 model_gflops_per_step=round(flops / 1e9, 2), achieved_gflops_per_s=round(achieved, 1),
-                peak_gflops_per_s=round(peak, 1), mfu=round(achieved / peak, 3), peak_mem_mb=round(peak_memory_mb(device), 1))
+                peak_gflops_per_s=round(peak, 1), mfu=round(achieved / peak, 3), peak_mem_mb=round(peak_memory_mb(device), 1),
+                **(dict(auto_choice=precision, precisions=measured) if measured else {}))
 
 # %% ../nbs/15_bench.ipynb #9131404e
 def decoder_table(arch='vit_base', *, img_size=64, patch_size=8, bs=64, device='cpu', precision='auto', steps=3, warmup=1,
@@ -140,6 +151,27 @@ def decoder_table(arch='vit_base', *, img_size=64, patch_size=8, bs=64, device='
                          step_ms=r['step_ms'], model_gflops_per_step=r['model_gflops_per_step'], mfu=r['mfu']))
     return rows
 
+# %% ../nbs/15_bench.ipynb #3c4d3fe4
+def loader_throughput(data=None, method='cmae', img_size=32, bs=64, workers=0, batches=20, seed=0) -> dict:
+    """Images per second that `cmae_pretrain`'s training DataLoader delivers on its own (decoding is done once, before the
+    clock starts; what is timed is augmentation and batching: crops, jitter, blur, the second view). `data`: a dataset
+    folder (None: the embedded one). Compare with `bench`'s img/s: when the loader is not several times faster than the
+    step, data loading bounds training and `--workers` is the knob."""
+    from cmae_course.data import pretrain_dataloaders
+    torch.manual_seed(seed)
+    dls = pretrain_dataloaders(data, kind='mae' if method == 'mae' else 'cmae', img_size=img_size, bs=bs, num_workers=workers,
+                               seed=seed, device=torch.device('cpu'), valid_pct=0)
+    dl, n, t0 = dls.train, 0, None
+    it = iter(dl)
+    next(it)                                                     # the first batch pays for starting workers: not timed
+    t0 = time.perf_counter()
+    for i, b in enumerate(it):
+        n += b[0].shape[0]
+        if i + 1 >= batches: break
+    dt = time.perf_counter() - t0
+    return dict(method=method, img_size=img_size, bs=bs, workers=workers, batches=i + 1, img_per_s=round(n / dt, 1),
+                data=str(data or 'embedded'))
+
 # %% ../nbs/15_bench.ipynb #2e072bf4
 @call_parse
 def cmae_bench(
@@ -151,7 +183,7 @@ def cmae_bench(
     img_size:int=64,           # image side in pixels
     patch_size:int=8,          # patch side in pixels
     bs:int=64,                 # batch size
-    precision:str='auto',      # auto, bf16, fp16 or fp32 (auto: bf16 on CUDA and on CPUs with native bf16, else fp32)
+    precision:str='auto',      # auto, bf16, fp16 or fp32 (auto: CUDA bf16; CPU: both timed, the faster kept)
     device:str='cpu',          # cpu, cuda, ...
     steps:int=5,               # timed steps (the median is reported)
     warmup:int=2,              # untimed steps first
@@ -160,11 +192,17 @@ def cmae_bench(
     compare_mae:store_true=False, # with --method cmae: also time MAE, print the FLOP ratio and the time ratio
     decoders:store_true=False, # print the decoder table instead (MAE steps, one row per decoder)
     depth:int=None,            # override the encoder depth (for quick tries)
+    loader:store_true=False,   # time the training DataLoader alone instead (img/s); with --data and --workers
+    data:str=None,             # with --loader: a dataset folder (default: the embedded dataset)
+    workers:int=0,             # with --loader: DataLoader worker processes
 ):
     "Time a pretraining step and print JSON: img/s, step time split, FLOPs, achieved GFLOP/s, matmul peak, mfu, peak memory."
     if img_size % patch_size: raise ValueError(f"--img-size {img_size} is not divisible by --patch-size {patch_size}")
     if decoder not in DECODERS: raise ValueError(f"--decoder {decoder!r} unknown; choose one of {list(DECODERS)}")
     if method not in ('mae', 'cmae'): raise ValueError(f"--method {method!r} unknown; choose 'mae' or 'cmae'")
+    if (data or workers) and not loader: raise ValueError('--data and --workers time the data loader: add --loader')
+    if loader:
+        print(json.dumps(loader_throughput(data, method, img_size, bs, workers, batches=max(steps, 5) * 4), indent=1)); return
     kw = dict(img_size=img_size, patch_size=patch_size, bs=bs, device=device, steps=steps, warmup=warmup)
     if depth: kw['depth'] = depth
     if decoders:

@@ -263,6 +263,12 @@ def _say(*a):
 class DataError(ValueError):
     "A problem with the dataset (unreadable split, bad annotation, ...): `cmae_pretrain` stops on it before any training."
 
+def _calib_note(cal:dict|None) -> str:
+    "' (auto: fp32 0.52 s, bf16 0.31 s per step, measured)': how --precision auto chose, for the run header."
+    if not cal: return ''
+    times = ', '.join(f"{p} {s:.3g} s" for p, s in cal['step_s'].items())
+    return f" (auto: {times} per forward+backward, {'cached' if cal['cached'] else 'measured'})"
+
 def pretrain(c:dict) -> dict:
     "Run the pretraining job described by config `c` (from `resolve_config`); returns the summary dict."
     t_start = time.perf_counter()
@@ -312,7 +318,8 @@ def pretrain(c:dict) -> dict:
     net_desc = (f"{c['arch']}(blocks {c['resnet_layers'] or 'standard'}) {c['img_size']}px queue {c['moco_k']}" if is_moco(c) else
                 f"{c['arch']}(depth {c['depth']}) {c['img_size']}px/p{c['patch_size']} decoder {c['decoder']}({c['dec_dim']}d{c['dec_depth']}b)")
     _say(f"cmae_pretrain: {c['method']} {net_desc} | {c['opt']} | {len(dls.train.dataset)} images, {n_iter} it/epoch x "
-         f"{c['epochs']} epochs | bs {c['bs']} x accum {c['accum']} x {ws} proc, lr {lr:.2e} | {device}, {learn.precision}")
+         f"{c['epochs']} epochs | bs {c['bs']} x accum {c['accum']} x {ws} proc, lr {lr:.2e} | {device}, {learn.precision}"
+         + _calib_note(learn.precision_calibration))
     net = unwrap(learn.model).model
     floor = {}
     if c['probe'] and c['floor'] and is_rank0() and c['epochs'] > 0 and start == 0:   # the untrained encoder, evaluated the same way: the floor
@@ -322,6 +329,7 @@ def pretrain(c:dict) -> dict:
     train_s = time.perf_counter() - t0
     summary = dict(method=c['method'], epochs=c['epochs'], opt_steps=int(learn.opt_steps), train_seconds=round(train_s, 1),
                    world_size=ws, device=str(device), precision=learn.precision)
+    if learn.precision_calibration: summary['precision_step_s'] = learn.precision_calibration['step_s']
     hist = getattr(learn, 'history', [])
     if hist: summary.update({k: hist[-1].get(k) for k in ('rec', 'ctr', 'loc', 'ctr_acc', 'loc_acc', 'img_s')
                              if hist[-1].get(k) is not None})

@@ -4,7 +4,7 @@
 
 # %% ../nbs/10_train.ipynb #cd17b50a
 from __future__ import annotations
-import copy, math, os, time
+import copy, json, math, os, platform, statistics, time
 from pathlib import Path
 
 import numpy as np
@@ -27,11 +27,12 @@ from fastai.torch_core import find_bs
 
 # %% auto #0
 __all__ = ['PRECISIONS', 'LOSS_PARTS', 'TASK_METRICS', 'OPTIMIZERS', 'pick_device', 'cpu_has_native_bf16', 'pick_precision',
-           'DeviceAMP', 'SSLModel', 'ssl_loss', 'unwrap', 'param_groups', 'lr_from_blr', 'adamw_opt', 'sgd_opt',
-           'warmup_cosine', 'momentum_at', 'MomentumUpdate', 'LossPart', 'SyncLossParts', 'Throughput', 'NoValidation',
-           'IterLog', 'StepCounter', 'PlainEpochTable', 'plain_progress', 'NonFiniteLossError', 'StopOnNaN',
-           'InjectNaN', 'rank', 'world_size', 'is_rank0', 'init_distributed', 'shard_dl', 'DDPCallback', 'SSLLearner',
-           'ssl_learner', 'learn_lr', 'fit_ssl']
+           'choose_precision', 'time_precisions', 'precision_cache_file', 'calibrate_precision', 'DeviceAMP',
+           'SSLModel', 'ssl_loss', 'unwrap', 'param_groups', 'lr_from_blr', 'adamw_opt', 'sgd_opt', 'warmup_cosine',
+           'momentum_at', 'MomentumUpdate', 'LossPart', 'SyncLossParts', 'Throughput', 'NoValidation', 'IterLog',
+           'StepCounter', 'PlainEpochTable', 'plain_progress', 'NonFiniteLossError', 'StopOnNaN', 'InjectNaN', 'rank',
+           'world_size', 'is_rank0', 'init_distributed', 'shard_dl', 'DDPCallback', 'SSLLearner', 'ssl_learner',
+           'learn_lr', 'fit_ssl']
 
 # %% ../nbs/10_train.ipynb #4d418dbc
 def pick_device(device:str|torch.device|None='auto') -> torch.device:
@@ -67,6 +68,59 @@ def pick_precision(precision:str='auto', device:str|torch.device='cpu') -> str:
     if dev.type == 'cuda': return 'bf16' if torch.cuda.is_bf16_supported() else 'fp16'
     if dev.type == 'cpu': return 'bf16' if cpu_has_native_bf16() else 'fp32'
     return 'fp32'   # mps: autocast support is partial, stay safe
+
+# %% ../nbs/10_train.ipynb #e00a35fc
+def choose_precision(step_s:dict, tie:float=0.03) -> str:
+    "The precision with the shortest step in `step_s` ({precision: seconds}); bf16 has to win by more than `tie` (fp32 is exact)."
+    best = min(step_s, key=step_s.get)
+    return best if best == 'fp32' or step_s[best] < (1 - tie) * step_s.get('fp32', math.inf) else 'fp32'
+
+def _cpu_name() -> str:
+    try: return next(l.split(':', 1)[1].strip() for l in Path('/proc/cpuinfo').read_text().splitlines() if l.startswith('model name'))
+    except (OSError, StopIteration): return platform.processor() or platform.machine()
+
+def time_precisions(net:nn.Module, xb:tuple, device, candidates=('fp32', 'bf16'), steps:int=4, warmup:int=1) -> dict:
+    """Median seconds of one forward + backward of `net(*xb)['loss']` under each precision's autocast. The candidates take
+    turns, step by step, so that a neighbour's load on a shared machine hits all of them alike. A deep copy is timed: the
+    model's weights, buffers (BatchNorm, MoCo's queue) and gradients stay untouched."""
+    device = torch.device(device)
+    net, times = copy.deepcopy(net).to(device).train(), {p: [] for p in candidates}
+    dtypes = dict(bf16=torch.bfloat16, fp16=torch.float16)
+    for i in range(warmup + steps):
+        for p in (candidates if i % 2 == 0 else candidates[::-1]):
+            t0 = time.perf_counter()
+            with torch.autocast(device.type, dtype=dtypes.get(p, torch.bfloat16), enabled=p != 'fp32'):
+                loss = net(*xb)['loss']
+            loss.backward(); net.zero_grad(set_to_none=True)
+            if device.type == 'cuda': torch.cuda.synchronize(device)
+            if i >= warmup: times[p].append(time.perf_counter() - t0)
+    return {p: statistics.median(v) for p, v in times.items()}
+
+def precision_cache_file() -> Path:
+    "Where measured precision choices are kept: `precision.json` in the course's cache folder."
+    from cmae_course.data import cache_dir
+    return cache_dir()/'precision.json'
+
+def calibrate_precision(net:nn.Module, xb:tuple, device='cpu', cache:Path|None|bool=None, tie:float=0.03) -> dict:
+    """'auto' precision decided by measurement: `time_precisions` of this model on this batch in fp32 and bf16, and
+    `choose_precision`. The answer is cached per CPU model, torch version, thread count, model and batch shape in `cache`
+    (default `precision_cache_file()`; False: no cache) -> dict(choice, step_s, key, cached)."""
+    shapes = ' '.join('x'.join(map(str, x.shape)) for x in xb if torch.is_tensor(x))
+    key = ' | '.join([_cpu_name(), f'torch {torch.__version__}', f'{torch.get_num_threads()} threads', torch.device(device).type,
+                      type(unwrap(net).model if hasattr(unwrap(net), 'model') else net).__name__,
+                      f'{sum(p.numel() for p in net.parameters())} params', shapes])
+    f = None if cache is False else Path(cache or precision_cache_file())
+    try: table = json.loads(f.read_text()) if f is not None and f.exists() else {}
+    except (OSError, ValueError): table = {}                   # an unreadable cache is re-measured, never fatal
+    if key in table: return dict(table[key], key=key, cached=True)
+    t = time_precisions(net, xb, device)
+    rec = dict(choice=choose_precision(t, tie), step_s={p: round(v, 4) for p, v in t.items()})
+    if f is not None:
+        try:
+            f.parent.mkdir(parents=True, exist_ok=True)
+            tmp = f.with_name(f'.{f.name}.{os.getpid()}.tmp'); tmp.write_text(json.dumps({**table, key: rec}, indent=1)); os.replace(tmp, f)
+        except OSError: pass                                       # a read-only cache folder: measure again next time
+    return dict(rec, key=key, cached=False)
 
 # %% ../nbs/10_train.ipynb #f05e9d12
 class DeviceAMP(MixedPrecision):
@@ -376,13 +430,27 @@ class SSLLearner(Learner):
             self.epoch = epoch
             self._with_events(self._do_epoch, 'epoch', CancelEpochException)
 
+def _calibrate_on(net, dls, device) -> dict:
+    "`calibrate_precision` on one training batch (drawn without touching any random state); every process uses rank 0's answer."
+    ds = dls.train.dataset
+    with torch.random.fork_rng(devices=[]):
+        b = ds.get_batch(list(range(min(dls.train.bs, len(ds)))))
+    b = tuple(x.to(device) if torch.is_tensor(x) else x for x in b)
+    calib = calibrate_precision(net, b[:getattr(ds, 'n_inp', max(1, len(b) - 1))], device)
+    if dist.is_available() and dist.is_initialized():
+        box = [calib]; dist.broadcast_object_list(box, src=0); calib = box[0]
+    return calib
+
 def ssl_learner(model:nn.Module, dls:DataLoaders, *, mask_ratio:float=0.75, lr:float=1.5e-4, weight_decay:float=0.05,
                 betas=(0.9, 0.95), accum:int=1, precision:str='auto', device='auto', momentum=(0.996, 0.996),
                 compile:bool=False, distributed:bool|None=None, cbs=None, path='.', opt:str='adamw') -> SSLLearner:
     "A `Learner` for an SSL model returning loss parts: AdamW (MAE groups) or `opt='sgd'` (MoCo), precision, accumulation, momentum, logging."
     device = pick_device(device)
-    prec = pick_precision(precision, device)
+    prec, calib = pick_precision(precision, device), None
     net = SSLModel(model, mask_ratio).to(device)
+    if precision == 'auto' and device.type == 'cpu':             # measure, do not trust CPU flags (see "bf16 or fp32" below)
+        calib = _calibrate_on(net, dls, device)
+        prec = calib['choice']
     if compile: net.compile()
     dls.device = device
     if opt not in OPTIMIZERS: raise ValueError(f"opt: expected one of {OPTIMIZERS}, got {opt!r}")
@@ -398,7 +466,7 @@ def ssl_learner(model:nn.Module, dls:DataLoaders, *, mask_ratio:float=0.75, lr:f
                            ValueMetric(lambda: learn_lr(learn), 'lr'), ValueMetric(lambda: tput.value, 'img_s')],
                        path=path)
     learn.recorder.train_metrics, learn.recorder.valid_metrics = True, False
-    learn.precision, learn.accum, learn.opt_steps = prec, accum, 0
+    learn.precision, learn.precision_calibration, learn.accum, learn.opt_steps = prec, calib, accum, 0
     if not is_rank0():                                          # one process reports: no bar, no epoch lines elsewhere
         from fastai.callback.progress import ProgressCallback
         learn.remove_cb(ProgressCallback)
