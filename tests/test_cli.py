@@ -69,3 +69,21 @@ def test_tiny_cmae_run_writes_outputs(tmp_path):
     ck = load_checkpoint(out/'ckpt_e0002.pt')            # weights_only load
     assert ck['epoch'] == 2 and ck['config']['method'] == 'cmae' and ck['boxes'].shape == (64, 4)
     assert any(k.startswith('m_encoder.') for k in ck['model'])   # the momentum encoder is saved
+
+
+def test_auto_precision_is_measured_and_cached(tmp_path):
+    """`--precision auto` on a CPU times the model in fp32 and bf16 before training, prints the figures it chose from, keeps the
+    answer in the cache folder's precision.json, and reads it from there the second time."""
+    args = [a for a in TINY if a not in ('--precision', 'fp32')] + ['--epochs', '1', '--no-probe', '--no-figures']
+    env = {**ENV, 'XDG_CACHE_HOME': str(tmp_path/'cache')}
+    go = lambda out: subprocess.run([EXE, *args, '--out', str(tmp_path/out)], capture_output=True, text=True, timeout=240, env=env)
+    first, second = go('a'), go('b')
+    assert first.returncode == 0 and second.returncode == 0, first.stderr[-2000:] + second.stderr[-2000:]
+    head1, head2 = first.stdout.splitlines()[0], second.stdout.splitlines()[0]
+    assert '(auto: fp32 ' in head1 and ', bf16 ' in head1 and head1.endswith('measured)'), head1
+    assert head2.endswith('cached)'), head2
+    table = json.loads((tmp_path/'cache'/'cmae_course'/'precision.json').read_text())
+    (rec,) = table.values()
+    from cmae_course.train import choose_precision
+    s = json.loads((tmp_path/'a'/'summary.json').read_text())
+    assert s['precision'] == rec['choice'] == choose_precision(rec['step_s']) and s['precision_step_s'] == rec['step_s']
