@@ -22,7 +22,8 @@ __all__ = ['rng_state', 'set_rng_state', 'atomic_save', 'load_checkpoint', 'ckpt
 def rng_state() -> dict:
     "All RNG states as tensors / plain python types (loadable with `weights_only=True`)."
     kind, keys, pos, has_gauss, cached = np.random.get_state()
-    st = dict(torch=torch.get_rng_state(), numpy=dict(kind=kind, keys=torch.from_numpy(keys.astype(np.int64)), pos=int(pos),
+    st = dict(torch=torch.get_rng_state(),
+              numpy=dict(kind=kind, keys=torch.from_numpy(keys.astype(np.int64)), pos=int(pos),
               has_gauss=int(has_gauss), cached=float(cached)), python=_py_state(random.getstate()))
     if torch.cuda.is_available(): st['cuda'] = torch.cuda.get_rng_state_all()
     return st
@@ -33,13 +34,15 @@ def set_rng_state(st:dict):
     "Restore what `rng_state` saved."
     torch.set_rng_state(st['torch'])
     n = st['numpy']
-    np.random.set_state((n['kind'], n['keys'].numpy().astype(np.uint32), n['pos'], n['has_gauss'], n['cached']))
+    np.random.set_state((n['kind'], n['keys'].numpy().astype(np.uint32), n['pos'],
+                         n['has_gauss'], n['cached']))
     random.setstate((st['python'][0], tuple(st['python'][1]), st['python'][2]))
     if 'cuda' in st and torch.cuda.is_available(): torch.cuda.set_rng_state_all(st['cuda'])
 
 # %% ../nbs/11_checkpoint.ipynb #b869168d
 def atomic_save(obj, path:str|Path):
-    "`torch.save` to a temp file next to `path`, fsync, then `os.replace` (atomic): `path` is never half-written."
+    """`torch.save` to a temp file next to `path`, fsync, then `os.replace` (atomic): `path` is
+    never half-written."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
@@ -61,7 +64,9 @@ def load_checkpoint(path:str|Path) -> dict:
     path = Path(path)
     if not path.is_file(): raise FileNotFoundError(f"checkpoint {path} does not exist")
     try: return torch.load(path, map_location='cpu', weights_only=True)
-    except Exception as e: raise ValueError(f"checkpoint {path} cannot be loaded safely: {str(e).splitlines()[0]}") from None
+    except Exception as e:
+        raise ValueError(
+            f"checkpoint {path} cannot be loaded safely: {str(e).splitlines()[0]}") from None
 
 # %% ../nbs/11_checkpoint.ipynb #4870c5ff
 _CKPT = re.compile(r'^ckpt_e(\d+)\.pt$')
@@ -72,7 +77,8 @@ def list_checkpoints(folder:str|Path) -> list[Path]:
     "Checkpoints in `folder`, oldest first."
     folder = Path(folder)
     if not folder.is_dir(): return []
-    return sorted((p for p in folder.iterdir() if _CKPT.match(p.name)), key=lambda p: int(_CKPT.match(p.name)[1]))
+    return sorted((p for p in folder.iterdir() if _CKPT.match(p.name)),
+                  key=lambda p: int(_CKPT.match(p.name)[1]))
 
 def latest_checkpoint(folder:str|Path) -> Path|None:
     "The newest checkpoint in `folder`, or None."
@@ -90,7 +96,8 @@ def prune_checkpoints(folder:str|Path, keep:int=2) -> list[Path]:
 def _train_ds(learn): return getattr(learn.dls.train, 'dataset', None)
 
 def _net(learn):
-    "The bare MAE/CMAE model inside the learner (no DDP, compile or `SSLModel` wrapper): its state_dict keys load directly."
+    """The bare MAE/CMAE model inside the learner (no DDP, compile or `SSLModel` wrapper): its
+    state_dict keys load directly."""
     m = unwrap(learn.model)
     return m.model if isinstance(m, SSLModel) else m
 
@@ -103,10 +110,12 @@ def _box_tensor(boxes):
     return torch.as_tensor(np.asarray(boxes), dtype=torch.float32)
 
 def learner_state(learn, epoch:int, config:dict|None=None, history:list|None=None) -> dict:
-    "Everything needed to resume after completing 0-based `epoch` (so training restarts at `epoch + 1`)."
-    st = dict(format='cmae_course-ckpt-1', epoch=epoch + 1, opt_steps=int(getattr(learn, 'opt_steps', 0)),
-              model=_net(learn).state_dict(), opt=learn.opt.state_dict() if learn.opt is not None else None,
-              rng=rng_state(), config=dict(config or {}), history=list(history or []))
+    """Everything needed to resume after completing 0-based `epoch` (so training restarts
+    at `epoch + 1`)."""
+    st = dict(format='cmae_course-ckpt-1', epoch=epoch + 1,
+              opt_steps=int(getattr(learn, 'opt_steps', 0)), model=_net(learn).state_dict(),
+              opt=learn.opt.state_dict() if learn.opt is not None else None, rng=rng_state(),
+              config=dict(config or {}), history=list(history or []))
     sc = getattr(learn, 'scaler', None)
     if sc is not None and sc.is_enabled(): st['scaler'] = sc.state_dict()
     dl_rng = getattr(learn.dls.train, 'rng', None)
@@ -120,7 +129,8 @@ def learner_state(learn, epoch:int, config:dict|None=None, history:list|None=Non
     return st
 
 def restore_learner(learn, ckpt:dict) -> int:
-    "Load `ckpt` (from `learner_state`) into `learn` (creating its optimiser); returns the epoch to start from."
+    """Load `ckpt` (from `learner_state`) into `learn` (creating its optimiser); returns the epoch
+    to start from."""
     _net(learn).load_state_dict(ckpt['model'])
     if learn.opt is None: learn.create_opt()
     if ckpt.get('opt') is not None: learn.opt.load_state_dict(ckpt['opt'])
@@ -142,11 +152,13 @@ def restore_learner(learn, ckpt:dict) -> int:
 
 # %% ../nbs/11_checkpoint.ipynb #998b8b93
 class ResumeState(Callback):
-    "Apply the saved GradScaler state and accumulation count after fastai's `before_fit` recreated them."
+    """Apply the saved GradScaler state and accumulation count after fastai's `before_fit` recreated
+    them."""
     order = 20
     def before_fit(self):
         sc = getattr(self.learn, 'resume_scaler', None)
-        if sc is not None and getattr(self.learn, 'scaler', None) is not None and self.learn.scaler.is_enabled():
+        if (sc is not None and getattr(self.learn, 'scaler', None) is not None
+                and self.learn.scaler.is_enabled()):
             self.learn.scaler.load_state_dict(sc)
         n = getattr(self.learn, 'resume_accum_count', None)
         if n is not None:
@@ -164,18 +176,21 @@ def _clean(v):
     return v
 
 def epoch_record(learn) -> dict:
-    "This epoch's numbers from the fastai `Recorder` (+ ContrastiveCrop IoU if boxes were refreshed now)."
+    """This epoch's numbers from the fastai `Recorder` (+ ContrastiveCrop IoU if boxes were
+    refreshed now)."""
     names = list(learn.recorder.metric_names)[1:]
     vals = list(learn.recorder.log)[1:]
     rec = dict(epoch=int(learn.epoch) + 1, opt_steps=int(getattr(learn, 'opt_steps', 0)))
     for n, v in zip(names, vals):
         if n != 'time': rec[n] = _clean(v)
-    knn = getattr(learn, 'knn_log', None)              # kNN monitor: fractions, as summary.json's knn_top1
+    knn = getattr(learn, 'knn_log', None)       # kNN monitor: fractions, as summary.json's knn_top1
     if knn and knn[-1].get('epoch') == learn.epoch:
-        rec['knn_top1'], rec['knn_top5'] = _clean(knn[-1]['knn_top1'] / 100), _clean(knn[-1]['knn_top5'] / 100)
+        rec['knn_top1'] = _clean(knn[-1]['knn_top1'] / 100)
+        rec['knn_top5'] = _clean(knn[-1]['knn_top5'] / 100)
     log = getattr(learn, 'ccrop_log', None)
     if log and log[-1].get('epoch') == learn.epoch:
-        rec['box_iou'] = _clean(log[-1].get('miou')); rec['box_iou_whole'] = _clean(log[-1].get('miou_whole'))
+        rec['box_iou'] = _clean(log[-1].get('miou'))
+        rec['box_iou_whole'] = _clean(log[-1].get('miou_whole'))
         rec['box_whole_share'] = _clean(log[-1].get('whole_share'))
     return rec
 
@@ -186,8 +201,10 @@ def write_metrics(history:list, path:str|Path):
     tmp.write_text(json.dumps(history, indent=1)); os.replace(tmp, path)
 
 class SaveCheckpoints(Callback):
-    "After each epoch: append metrics to `learn.history`, write `metrics.json` and `ckpt_eNNNN.pt` (rank 0), keep last `keep`."
-    order = 90        # after the Recorder (50) has logged the epoch and BoxRefreshCallback (40) refreshed boxes
+    """After each epoch: append metrics to `learn.history`, write `metrics.json` and `ckpt_eNNNN.pt`
+    (rank 0), keep last `keep`."""
+    # after the Recorder (50) has logged the epoch and BoxRefreshCallback (40) refreshed boxes
+    order = 90
     def __init__(self, folder:str|Path, keep:int=2, config:dict|None=None, every:int=1):
         self.folder, self.keep, self.config, self.every = Path(folder), keep, config or {}, every
     def before_fit(self):
@@ -199,6 +216,7 @@ class SaveCheckpoints(Callback):
         write_metrics(self.learn.history, self.folder/'metrics.json')
         last = self.learn.epoch + 1 == self.learn.n_epoch
         if (self.learn.epoch + 1) % self.every == 0 or last:
-            atomic_save(learner_state(self.learn, self.learn.epoch, self.config, self.learn.history),
+            atomic_save(learner_state(self.learn, self.learn.epoch,
+                                      self.config, self.learn.history),
                         self.folder/ckpt_name(self.learn.epoch + 1))
             prune_checkpoints(self.folder, self.keep)

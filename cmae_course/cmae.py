@@ -10,14 +10,17 @@ __all__ = ['reconstruction_loss', 'CMAE', 'create_cmae', 'cmae_vit_tiny_patch8_d
 import torch, torch.nn as nn, torch.nn.functional as F
 from .patching import patchify
 from .mae import normalize_patches, create_mae
-from .contrastive import (ProjectionHead, momentum_copy, momentum_update, momentum_schedule,
-                                     info_nce_acc, query_tokens, key_tokens, pool_tokens)
-from .location import LocationHead, location_loss, location_accuracy, embed_visible, LOC_LOSSES
+from .contrastive import (ProjectionHead, momentum_copy, momentum_update,
+                                     momentum_schedule, info_nce_acc,
+                                     query_tokens, key_tokens, pool_tokens)
+from .location import (LocationHead, location_loss, location_accuracy, embed_visible,
+                                  LOC_LOSSES)
 
 # %% ../nbs/09_cmae.ipynb #461ebe74
 def reconstruction_loss(imgs, pred, mask, patch_size, norm_pix_loss=False):
-    """MAE's loss (same as `MAE.forward_loss`): `imgs: (N, C, H, W)`, `pred: (N, L, p*p*C)`, `mask: (N, L)` 1 = removed
-    -> mean over removed patches of the per-patch mean squared error (target normalised per patch if `norm_pix_loss`)."""
+    """MAE's loss (same as `MAE.forward_loss`): `imgs: (N, C, H, W)`, `pred: (N, L, p*p*C)`, `mask:
+    (N, L)` 1 = removed -> mean over removed patches of the per-patch mean squared error
+    (target normalised per patch if `norm_pix_loss`)."""
     target = patchify(imgs, patch_size)
     if norm_pix_loss: target = normalize_patches(target)
     loss = ((pred.float() - target.float()) ** 2).mean(dim=-1)
@@ -25,24 +28,31 @@ def reconstruction_loss(imgs, pred, mask, patch_size, norm_pix_loss=False):
 
 # %% ../nbs/09_cmae.ipynb #f8dce030
 class CMAE(nn.Module):
-    """Contrastive masked autoencoder (Mao et al. 2022): MAE + contrastive task (Eq. 2-3) + location task (Eq. 4-5),
-    loss `lambda_ctr*L_ctr + lambda_loc*L_loc + lambda_rec*L_rec` (Eq. 6). `encoder`: a `ViT`; `decoder`: any registry
-    decoder, `decoder(latent (N, 1+l, D), ids_restore) -> (N, L, p*p*C)`. With `use_ctr=use_loc=False` it is MAE."""
-    def __init__(self, encoder, decoder, *, use_ctr=True, use_loc=True, lambda_ctr=1., lambda_loc=1., lambda_rec=1.,
-                 tau=0.2, momentum=0.996, momentum_cos=False, loc_mode='droppos', loc_loss='ce', pos_mask_ratio=0.75,
-                 pool='mean', proj_dim=256, proj_hidden=2048, loc_hidden=None, norm_pix_loss=False, symmetric=False,
-                 one_pass_keys=False):
+    """Contrastive masked autoencoder (Mao et al. 2022): MAE + contrastive task (Eq. 2-3) + location
+    task (Eq. 4-5), loss `lambda_ctr*L_ctr + lambda_loc*L_loc + lambda_rec*L_rec` (Eq. 6).
+    `encoder`: a `ViT`; `decoder`: any registry decoder, `decoder(latent (N, 1+l, D), ids_restore)
+    -> (N, L, p*p*C)`. With `use_ctr=use_loc=False` it is MAE."""
+    def __init__(self, encoder, decoder, *, use_ctr=True, use_loc=True, lambda_ctr=1.,
+                 lambda_loc=1., lambda_rec=1., tau=0.2, momentum=0.996, momentum_cos=False,
+                 loc_mode='droppos', loc_loss='ce', pos_mask_ratio=0.75, pool='mean', proj_dim=256,
+                 proj_hidden=2048, loc_hidden=None, norm_pix_loss=False,
+                 symmetric=False, one_pass_keys=False):
         super().__init__()
         for name in ('num_patches', 'patch_size'):
             if getattr(decoder, name, getattr(encoder, name)) != getattr(encoder, name):
-                raise ValueError(f"decoder {name}={getattr(decoder, name)} != encoder {name}={getattr(encoder, name)}")
-        if loc_mode not in ('droppos', 'paper'): raise ValueError(f"loc_mode must be 'droppos' or 'paper', got {loc_mode!r}")
-        if loc_loss not in LOC_LOSSES: raise ValueError(f"loc_loss must be one of {LOC_LOSSES}, got {loc_loss!r}")
-        if pool not in ('mean', 'cls'): raise ValueError(f"pool must be 'mean' or 'cls', got {pool!r}")
+                raise ValueError(f"decoder {name}={getattr(decoder, name)} != encoder "
+                                 f"{name}={getattr(encoder, name)}")
+        if loc_mode not in ('droppos', 'paper'):
+            raise ValueError(f"loc_mode must be 'droppos' or 'paper', got {loc_mode!r}")
+        if loc_loss not in LOC_LOSSES:
+            raise ValueError(f"loc_loss must be one of {LOC_LOSSES}, got {loc_loss!r}")
+        if pool not in ('mean', 'cls'):
+            raise ValueError(f"pool must be 'mean' or 'cls', got {pool!r}")
         if tau <= 0: raise ValueError(f"tau must be > 0, got {tau}")
         if not 0. <= momentum <= 1.: raise ValueError(f"momentum must be in [0, 1], got {momentum}")
         self.encoder, self.decoder = encoder, decoder
-        self.use_ctr, self.use_loc, self.symmetric, self.one_pass_keys = use_ctr, use_loc, symmetric, one_pass_keys
+        self.use_ctr, self.use_loc = use_ctr, use_loc
+        self.symmetric, self.one_pass_keys = symmetric, one_pass_keys
         self.lambda_ctr, self.lambda_loc, self.lambda_rec = lambda_ctr, lambda_loc, lambda_rec
         self.tau, self.momentum, self.momentum_cos, self.pool = tau, momentum, momentum_cos, pool
         self.loc_mode, self.loc_loss, self.pos_mask_ratio = loc_mode, loc_loss, pos_mask_ratio
@@ -62,12 +72,15 @@ class CMAE(nn.Module):
     def drops_pos(self): return self.use_loc and self.loc_mode == 'droppos'
 
     def momentum_schedule(self, step, total_steps):
-        "Momentum to use at `step` of `total_steps`: `self.momentum`, or MoCo v3's cosine ramp to 1 if `momentum_cos`."
-        return momentum_schedule(step, total_steps, self.momentum) if self.momentum_cos else self.momentum
+        """Momentum to use at `step` of `total_steps`: `self.momentum`, or MoCo v3's cosine ramp to
+        1 if `momentum_cos`."""
+        return (momentum_schedule(step, total_steps, self.momentum)
+                if self.momentum_cos else self.momentum)
 
     @torch.no_grad()
     def momentum_update(self, m=None):
-        "EMA of E -> ME and P -> MP with momentum `m` (default `self.momentum`); `m=0` copies. No-op without the contrastive task."
+        """EMA of E -> ME and P -> MP with momentum `m` (default `self.momentum`); `m=0` copies.
+        No-op without the contrastive task."""
         if not self.use_ctr: return
         m = self.momentum if m is None else m
         momentum_update(self.encoder, self.m_encoder, m)
@@ -84,23 +97,28 @@ class CMAE(nn.Module):
         return F.normalize(self.m_proj(pool_tokens(h, cls, self.pool)), dim=-1)
 
     def forward(self, x1, x2=None, mask_ratio=0.75, noise=None, noise_k=None, noise_pos=None):
-        """`x1, x2: (N, C, H, W)` two views (x2 needed only by the contrastive task); `noise, noise_k: (N, L)` masking
-        noise of x1 / x2, `noise_pos: (N, l)` PE-drop noise (random if None).
-        Returns dict: `loss` (weighted total), parts `rec`, `ctr`, `loc` (a switched-off part is absent), `loc_acc`, `ctr_acc`
-        (positive retrieval top-1 in the batch),
-        `pred (N, L, p*p*C)`, `mask (N, L)` of x1."""
+        """`x1, x2: (N, C, H, W)` two views (x2 needed only by the contrastive task);
+        `noise, noise_k: (N, L)` masking noise of x1 / x2, `noise_pos: (N, l)` PE-drop noise
+        (random if None). Returns dict: `loss` (weighted total), parts `rec`, `ctr`, `loc`
+        (a switched-off part is absent), `loc_acc`, `ctr_acc` (positive retrieval top-1 in the
+        batch), `pred (N, L, p*p*C)`, `mask (N, L)` of x1."""
         if x1.ndim != 4: raise ValueError(f"x1 must be (N, C, H, W), got shape {tuple(x1.shape)}")
         if self.use_ctr:
             if x2 is None: raise ValueError("x2 (the second view) is required when use_ctr=True")
-            if x2.shape != x1.shape: raise ValueError(f"x2 shape {tuple(x2.shape)} differs from x1 {tuple(x1.shape)}")
+            if x2.shape != x1.shape:
+                raise ValueError(f"x2 shape {tuple(x2.shape)} differs from x1 {tuple(x1.shape)}")
         N, L = x1.shape[0], self.encoder.num_patches
-        if self.use_ctr and self.symmetric and noise is None: noise = torch.rand(N, L, device=x1.device)
-        # online pass on the visible tokens of x1: shared by reconstruction, location and contrast (q1)
-        ev = embed_visible(self.encoder, x1, mask_ratio, noise, getattr(self, 'mask_pos_token', None),
+        if self.use_ctr and self.symmetric and noise is None:
+            noise = torch.rand(N, L, device=x1.device)
+        # online pass on the visible tokens of x1: shared
+        # by reconstruction, location and contrast (q1)
+        ev = embed_visible(self.encoder, x1, mask_ratio, noise,
+                           getattr(self, 'mask_pos_token', None),
                            self.pos_mask_ratio if self.drops_pos else 0., noise_pos)
         latent = self.encoder.forward_tokens(ev['x_vis'])
         pred = self.decoder(latent, ev['ids_restore'])
-        out = dict(rec=reconstruction_loss(x1, pred, ev['mask'], self.patch_size, self.norm_pix_loss))
+        out = dict(rec=reconstruction_loss(x1, pred, ev['mask'],
+                                           self.patch_size, self.norm_pix_loss))
         loss = self.lambda_rec * out['rec']
         if self.use_loc:
             logits = self.loc_head(latent[:, 1:])
@@ -112,8 +130,10 @@ class CMAE(nn.Module):
             l = latent.shape[1] - 1
             if noise_k is None: noise_k = torch.rand(N, L, device=x1.device)
             ids_restore_k = torch.argsort(torch.argsort(noise_k, dim=1), dim=1)
-            ctr, acc = info_nce_acc(self._query(ev, latent), self._key(x2, ids_restore_k, l), self.tau)
-            if self.symmetric:  # second online pass on x2 (full PE), keys from ME on x1 with x1's mask
+            ctr, acc = info_nce_acc(self._query(ev, latent),
+                                    self._key(x2, ids_restore_k, l), self.tau)
+            # second online pass on x2 (full PE), keys from ME on x1 with x1's mask
+            if self.symmetric:
                 ev2 = embed_visible(self.encoder, x2, mask_ratio, noise_k)
                 q = self._query(ev2, self.encoder.forward_tokens(ev2['x_vis']))
                 ctr2, acc2 = info_nce_acc(q, self._key(x1, ev['ids_restore'], l), self.tau)
@@ -123,17 +143,23 @@ class CMAE(nn.Module):
         return dict(loss=loss, **out, pred=pred, mask=ev['mask'])
 
 # %% ../nbs/09_cmae.ipynb #fab77473
-def create_cmae(arch='vit_tiny', img_size=64, patch_size=8, decoder='transformer', *, in_chans=3, dec_dim=512, dec_depth=8,
-                dec_heads=16, mlp_ratio=4., drop_path=0., depth=None, dec_kwargs=None, **cmae_kwargs) -> CMAE:
-    """A `CMAE` on a fresh encoder `arch` (a name in `cmae_course.mae.ARCHS` or a dict of ViT kwargs; `depth` overrides its
-    depth) and registry decoder `decoder` of width `dec_dim` and depth `dec_depth`; `cmae_kwargs` go to `CMAE`."""
+def create_cmae(arch='vit_tiny', img_size=64, patch_size=8, decoder='transformer', *, in_chans=3,
+                dec_dim=512, dec_depth=8, dec_heads=16, mlp_ratio=4., drop_path=0., depth=None,
+                dec_kwargs=None, **cmae_kwargs) -> CMAE:
+    """A `CMAE` on a fresh encoder `arch` (a name in `cmae_course.mae.ARCHS` or a dict of ViT
+    kwargs; `depth` overrides its depth) and registry decoder `decoder` of width `dec_dim` and depth
+    `dec_depth`; `cmae_kwargs` go to `CMAE`."""
     enc_kw = dict(depth=depth) if depth is not None else {}
-    mae = create_mae(arch, img_size=img_size, patch_size=patch_size, in_chans=in_chans, decoder=decoder, dec_dim=dec_dim,
-                     dec_depth=dec_depth, dec_heads=dec_heads, mlp_ratio=mlp_ratio, drop_path=drop_path,
-                     dec_kwargs=dec_kwargs, **enc_kw)
+    mae = create_mae(arch, img_size=img_size, patch_size=patch_size, in_chans=in_chans,
+                     decoder=decoder, dec_dim=dec_dim, dec_depth=dec_depth, dec_heads=dec_heads,
+                     mlp_ratio=mlp_ratio, drop_path=drop_path, dec_kwargs=dec_kwargs, **enc_kw)
     return CMAE(mae.encoder, mae.decoder, **cmae_kwargs)
 
-def cmae_vit_tiny_patch8_dec512d8b(img_size=64, **kw): return create_cmae('vit_tiny', img_size, 8, **kw)
-def cmae_vit_small_patch8_dec512d8b(img_size=64, **kw): return create_cmae('vit_small', img_size, 8, **kw)
-def cmae_vit_base_patch8_dec512d8b(img_size=64, **kw): return create_cmae('vit_base', img_size, 8, **kw)
-def cmae_vit_base_patch16_dec512d8b(img_size=224, **kw): return create_cmae('vit_base', img_size, 16, **kw)
+def cmae_vit_tiny_patch8_dec512d8b(img_size=64, **kw):
+    return create_cmae('vit_tiny', img_size, 8, **kw)
+def cmae_vit_small_patch8_dec512d8b(img_size=64, **kw):
+    return create_cmae('vit_small', img_size, 8, **kw)
+def cmae_vit_base_patch8_dec512d8b(img_size=64, **kw):
+    return create_cmae('vit_base', img_size, 8, **kw)
+def cmae_vit_base_patch16_dec512d8b(img_size=224, **kw):
+    return create_cmae('vit_base', img_size, 16, **kw)

@@ -19,21 +19,25 @@ _LOCAL = [False]
 
 @contextmanager
 def local_only():
-    """Inside the block this module's collectives act as in a single process: `dist_info()` is `(0, 1)`, so
-    `concat_all_gather` gathers nothing. For work that one rank does alone (figures, evaluation on rank 0), where a collective
-    would wait forever for ranks that never join it."""
+    """Inside the block this module's collectives act as in a single process: `dist_info()` is
+    `(0, 1)`, so `concat_all_gather` gathers nothing. For work that one rank does alone
+    (figures, evaluation on rank 0), where a collective would wait forever for ranks that never join
+    it."""
     _LOCAL[0] = True
     try: yield
     finally: _LOCAL[0] = False
 
 def dist_info():
-    "`(rank, world_size)` of the default process group, `(0, 1)` when not distributed (or inside `local_only()`)."
-    if dist.is_available() and dist.is_initialized() and not _LOCAL[0]: return dist.get_rank(), dist.get_world_size()
+    """`(rank, world_size)` of the default process group, `(0, 1)` when not distributed (or inside
+    `local_only()`)."""
+    if dist.is_available() and dist.is_initialized() and not _LOCAL[0]:
+        return dist.get_rank(), dist.get_world_size()
     return 0, 1
 
 @torch.no_grad()
 def concat_all_gather(t):
-    "All-gather `t: (N, ...)` from every rank -> `(world*N, ...)` in rank order, no gradient; `t` itself when single-process."
+    """All-gather `t: (N, ...)` from every rank -> `(world*N, ...)` in rank order, no gradient; `t`
+    itself when single-process."""
     rank, world = dist_info()
     if world == 1: return t.detach()
     out = [torch.empty_like(t) for _ in range(world)]
@@ -42,18 +46,23 @@ def concat_all_gather(t):
 
 # %% ../nbs/07_contrastive.ipynb #363c02a7
 def info_nce_logits(q, k, tau=0.2):
-    "`q, k: (N, C)` L2-normalised -> `(logits (N, world*N), labels (N,))`; negatives are the other images' keys of the global batch."
-    if q.shape != k.shape: raise ValueError(f"q and k must have the same shape, got {tuple(q.shape)} and {tuple(k.shape)}")
+    """`q, k: (N, C)` L2-normalised -> `(logits (N, world*N), labels (N,))`; negatives are the other
+    images' keys of the global batch."""
+    if q.shape != k.shape:
+        raise ValueError(f"q and k must have the same shape, got {tuple(q.shape)} and "
+                         f"{tuple(k.shape)}")
     rank, _ = dist_info()
     k_all = concat_all_gather(k)
-    logits = q.float() @ k_all.float().t() / tau   # float32 even under autocast: tau = 0.2 magnifies rounding
+    # float32 even under autocast: tau = 0.2 magnifies rounding
+    logits = q.float() @ k_all.float().t() / tau
     labels = torch.arange(q.shape[0], device=q.device) + q.shape[0] * rank
     return logits, labels
 
 def info_nce_acc(q, k, tau=0.2):
-    """Eq. 3 averaged over the local batch, `-log softmax(q·k_all/tau)[own key]` (`q, k: (N, C)` L2-normalised, `k` carries no
-    gradient), and the positive's retrieval top-1: the share of queries whose own key is the most similar of the global batch
-    (chance 1/(world*N)). The loss says how hard the task is; the accuracy says whether it is being solved."""
+    """Eq. 3 averaged over the local batch, `-log softmax(q·k_all/tau)[own key]`
+    (`q, k: (N, C)` L2-normalised, `k` carries no gradient), and the positive's retrieval top-1: the
+    share of queries whose own key is the most similar of the global batch (chance 1/(world*N)). The
+    loss says how hard the task is; the accuracy says whether it is being solved."""
     logits, labels = info_nce_logits(q, k.detach(), tau)
     return F.cross_entropy(logits, labels), (logits.detach().argmax(1) == labels).float().mean()
 
@@ -63,48 +72,58 @@ def info_nce(q, k, tau=0.2):
 
 # %% ../nbs/07_contrastive.ipynb #664da1c1
 class ProjectionHead(nn.Sequential):
-    "MoCo v2 projection `Linear(in_dim, hidden_dim) -> ReLU -> Linear(hidden_dim, out_dim)`, no BatchNorm. `(N, in_dim) -> (N, out_dim)`."
+    """MoCo v2 projection `Linear(in_dim, hidden_dim) -> ReLU -> Linear(hidden_dim, out_dim)`, no
+    BatchNorm. `(N, in_dim) -> (N, out_dim)`."""
     def __init__(self, in_dim, hidden_dim=2048, out_dim=256):
-        super().__init__(nn.Linear(in_dim, hidden_dim), nn.ReLU(inplace=True), nn.Linear(hidden_dim, out_dim))
+        super().__init__(nn.Linear(in_dim, hidden_dim), nn.ReLU(inplace=True),
+                         nn.Linear(hidden_dim, out_dim))
         for m in self:
             if isinstance(m, nn.Linear): nn.init.xavier_uniform_(m.weight); nn.init.zeros_(m.bias)
 
 # %% ../nbs/07_contrastive.ipynb #42e9ac05
 def momentum_copy(module):
-    "A frozen deep copy of `module` (every parameter `requires_grad=False`), the starting point of ME and MP."
+    """A frozen deep copy of `module` (every parameter `requires_grad=False`), the starting point of
+    ME and MP."""
     target = copy.deepcopy(module)
     for p in target.parameters(): p.requires_grad_(False)
     return target
 
 @torch.no_grad()
 def momentum_update(online, target, m=0.996):
-    "EMA in place: `θ_target <- m·θ_target + (1-m)·θ_online` for every parameter (buffers are copied)."
+    """EMA in place: `θ_target <- m·θ_target + (1-m)·θ_online` for every parameter (buffers are
+    copied)."""
     if not 0. <= m <= 1.: raise ValueError(f"momentum m must be in [0, 1], got {m}")
     tp, op = list(target.parameters()), list(online.parameters())
-    if len(tp) != len(op): raise ValueError(f"online and target differ: {len(op)} vs {len(tp)} parameters")
+    if len(tp) != len(op):
+        raise ValueError(f"online and target differ: {len(op)} vs {len(tp)} parameters")
     torch._foreach_mul_(tp, m)
     torch._foreach_add_(tp, op, alpha=1. - m)
     for bt, bo in zip(target.buffers(), online.buffers()): bt.copy_(bo)
 
 def momentum_schedule(step, total_steps, base=0.996, final=1.0):
-    "MoCo v3 cosine schedule from `base` (step 0) to `final` (step `total_steps`): `final - 0.5·(1+cos(π·t/T))·(final-base)`."
+    """MoCo v3 cosine schedule from `base` (step 0) to `final` (step `total_steps`): `final -
+    0.5·(1+cos(π·t/T))·(final-base)`."""
     t = min(max(step / max(total_steps, 1), 0.), 1.)
     return final - 0.5 * (1. + math.cos(math.pi * t)) * (final - base)
 
 # %% ../nbs/07_contrastive.ipynb #3766d47d
 def split_ids(ids_restore, len_keep):
-    "`ids_restore: (N, L)` -> `(ids_keep (N, len_keep), ids_masked (N, L-len_keep))`, both in MAE's shuffled order."
+    """`ids_restore: (N, L)` -> `(ids_keep (N, len_keep), ids_masked (N, L-len_keep))`, both in
+    MAE's shuffled order."""
     ids_shuffle = torch.argsort(ids_restore, dim=1)
     return ids_shuffle[:, :len_keep], ids_shuffle[:, len_keep:]
 
 def restore(parts, ids_restore):
-    "Eq. 2's `restore(concat[...])`: `parts` in shuffled order (visible first) -> `(N, L, D)` in image order."
+    """Eq. 2's `restore(concat[...])`: `parts` in shuffled order (visible first) -> `(N, L, D)` in
+    image order."""
     x = torch.cat(parts, dim=1)
-    if x.shape[1] != ids_restore.shape[1]: raise ValueError(f"parts hold {x.shape[1]} tokens, ids_restore {ids_restore.shape[1]}")
+    if x.shape[1] != ids_restore.shape[1]:
+        raise ValueError(f"parts hold {x.shape[1]} tokens, ids_restore {ids_restore.shape[1]}")
     return take_tokens(x, ids_restore)
 
 def pool_tokens(h, cls=None, pool='mean'):
-    "`h: (N, L, D)` patch tokens, `cls: (N, D)` -> `(N, D)`: mean over patch tokens, or the cls token."
+    """`h: (N, L, D)` patch tokens, `cls: (N, D)` -> `(N, D)`: mean over patch tokens, or the cls
+    token."""
     if pool == 'mean': return h.mean(1)
     if pool == 'cls':
         if cls is None: raise ValueError("pool='cls' needs the cls token")
@@ -113,9 +132,11 @@ def pool_tokens(h, cls=None, pool='mean'):
 
 # %% ../nbs/07_contrastive.ipynb #1a4140b4
 def _block_masked(blk, x, attn_mask, num_heads):
-    "`Block.forward` of `cmae_course.vit` (norm1, attn.qkv, attn.proj, drop_path, norm2, mlp) with a boolean `attn_mask` (True = may attend)."
+    """`Block.forward` of `cmae_course.vit` (norm1, attn.qkv, attn.proj, drop_path, norm2, mlp) with
+    a boolean `attn_mask` (True = may attend)."""
     N, T, C = x.shape
-    qkv = blk.attn.qkv(blk.norm1(x)).reshape(N, T, 3, num_heads, C // num_heads).permute(2, 0, 3, 1, 4)
+    qkv = (blk.attn.qkv(blk.norm1(x))
+           .reshape(N, T, 3, num_heads, C // num_heads).permute(2, 0, 3, 1, 4))
     q, k, v = qkv.unbind(0)
     o = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
     dp = getattr(blk, 'drop_path', nn.Identity())
@@ -124,14 +145,16 @@ def _block_masked(blk, x, attn_mask, num_heads):
 
 def block_diag_mask(sizes, device=None):
     "Boolean `(T, T)` mask, True = may attend, for consecutive groups of `sizes` tokens."
-    g = torch.repeat_interleave(torch.arange(len(sizes), device=device), torch.tensor(sizes, device=device))
+    g = torch.repeat_interleave(torch.arange(len(sizes), device=device),
+                                torch.tensor(sizes, device=device))
     return g[:, None] == g[None, :]
 
 def encode_groups(encoder, groups, one_pass=False):
     """Encode each token group as its own sequence with its own cls token.
     `groups`: list of `(N, n_i, D)` patch tokens (PE already added) -> list of `(N, 1+n_i, D)`.
-    `one_pass=False`: one `encoder.forward_tokens` call per group. `one_pass=True`: a single pass over
-    `[cls, g_0, cls, g_1, ...]` with a block-diagonal attention mask - the same numbers (tokens of different groups never meet)."""
+    `one_pass=False`: one `encoder.forward_tokens` call per group. `one_pass=True`: a single pass
+    over `[cls, g_0, cls, g_1, ...]` with a block-diagonal attention mask - the same numbers
+    (tokens of different groups never meet)."""
     if not one_pass: return [encoder.forward_tokens(g) for g in groups]
     N, D = groups[0].shape[0], groups[0].shape[2]
     cls = (encoder.cls_token + encoder.pos_embed[:, :1]).expand(N, -1, -1).to(groups[0].dtype)
@@ -144,17 +167,20 @@ def encode_groups(encoder, groups, one_pass=False):
 # %% ../nbs/07_contrastive.ipynb #2153d59e
 def query_tokens(encoder, x_pe, latent, ids_restore):
     """Eq. 2, online side: `h1 = restore(concat[q1, detach(q2)])`.
-    `x_pe: (N, L, D)` patch embeddings + PE in image order; `latent: (N, 1+l, D)` = E(cls + visible tokens) with
-    gradient (q1, the pass shared with reconstruction); `ids_restore: (N, L)`. q2 = E(masked tokens) runs under
-    `no_grad`. Returns `(h1 (N, L, D) image order, cls (N, D))`; only the q1 rows carry gradient."""
+    `x_pe: (N, L, D)` patch embeddings + PE in image order; `latent: (N, 1+l, D)` =
+    E(cls + visible tokens) with gradient (q1, the pass shared with reconstruction); `ids_restore:
+    (N, L)`. q2 = E(masked tokens) runs under `no_grad`. Returns
+    `(h1 (N, L, D) image order, cls (N, D))`; only the q1 rows carry gradient."""
     _, ids_masked = split_ids(ids_restore, latent.shape[1] - 1)
     with torch.no_grad(): q2 = encoder.forward_tokens(take_tokens(x_pe, ids_masked))
     return restore([latent[:, 1:], q2[:, 1:].detach()], ids_restore), latent[:, 0]
 
 @torch.no_grad()
 def key_tokens(m_encoder, x_pe, ids_restore, len_keep, one_pass=False):
-    """Eq. 2, momentum side: `h2 = restore(concat[k1, k2])` with k1 = ME(visible), k2 = ME(masked), each its own sequence.
-    `x_pe: (N, L, D)` ME's patch embeddings + PE in image order -> `(h2 (N, L, D), cls of k1 (N, D))`, no gradient."""
+    """Eq. 2, momentum side: `h2 = restore(concat[k1, k2])` with k1 = ME(visible), k2 = ME(masked),
+    each its own sequence. `x_pe: (N, L, D)` ME's patch embeddings + PE in image order ->
+    `(h2 (N, L, D), cls of k1 (N, D))`, no gradient."""
     ids_keep, ids_masked = split_ids(ids_restore, len_keep)
-    k1, k2 = encode_groups(m_encoder, [take_tokens(x_pe, ids_keep), take_tokens(x_pe, ids_masked)], one_pass)
+    k1, k2 = encode_groups(m_encoder,
+                           [take_tokens(x_pe, ids_keep), take_tokens(x_pe, ids_masked)], one_pass)
     return restore([k1[:, 1:], k2[:, 1:]], ids_restore), k1[:, 0]

@@ -26,21 +26,24 @@ __all__ = ['SHAPES', 'COLOURS', 'TEXTURES', 'CLASS_SHAPES', 'GEN_VERSION', 'IMG_
            'cmae_dataloaders', 'eval_dataloaders', 'eval_dataloader', 'show_batch']
 
 # %% ../nbs/00_data.ipynb #dcfadcfa
-SHAPES = ('disk', 'square', 'triangle', 'ring', 'cross', 'star', 'diamond', 'hexagon', 'crescent', 'bowtie',
-          'ellipse', 'frame')
-COLOURS = {'red': (220, 40, 40), 'green': (40, 170, 60), 'blue': (40, 80, 220), 'yellow': (240, 210, 40),
-           'magenta': (210, 60, 200), 'cyan': (40, 200, 210), 'orange': (245, 130, 30), 'purple': (110, 50, 170),
+SHAPES = ('disk', 'square', 'triangle', 'ring', 'cross', 'star', 'diamond', 'hexagon', 'crescent',
+          'bowtie', 'ellipse', 'frame')
+COLOURS = {'red': (220, 40, 40), 'green': (40, 170, 60), 'blue': (40, 80, 220),
+           'yellow': (240, 210, 40), 'magenta': (210, 60, 200), 'cyan': (40, 200, 210),
+           'orange': (245, 130, 30), 'purple': (110, 50, 170),
            'white': (245, 245, 245), 'black': (25, 25, 25)}
 TEXTURES = ('solid', 'stripes', 'checker', 'dots', 'rings')
 
 def shape_sdf(shape, u, v):
-    "Approximate signed distance (< 0 inside) of `shape` at object coordinates `u, v`; shapes fill about [-1, 1]^2."
+    """Approximate signed distance (< 0 inside) of `shape` at object coordinates `u, v`; shapes fill
+    about [-1, 1]^2."""
     au, av, r = np.abs(u), np.abs(v), np.sqrt(u*u + v*v)
     if shape == 'disk':     return r - 1
     if shape == 'square':   return np.maximum(au, av) - 0.8
     if shape == 'triangle': return np.maximum(au*0.866 + v*0.5, -v) - 0.5
     if shape == 'ring':     return np.abs(r - 0.72) - 0.28
-    if shape == 'cross':    return np.minimum(np.maximum(au - 0.3, av - 0.95), np.maximum(au - 0.95, av - 0.3))
+    if shape == 'cross':
+        return np.minimum(np.maximum(au - 0.3, av - 0.95), np.maximum(au - 0.95, av - 0.3))
     if shape == 'star':     return r - (0.62 + 0.36*np.cos(5*np.arctan2(v, u)))
     if shape == 'diamond':  return (au + av - 1)*0.707
     if shape == 'hexagon':  return np.maximum(au*0.866 + av*0.5, av) - 0.87
@@ -59,12 +62,14 @@ def texture(tex, u, v, freq):
     if tex == 'rings':   return (np.sin(np.sqrt(u*u + v*v)*freq*1.3) > 0).astype(np.float32)
     raise ValueError(f"tex: unknown texture {tex!r}; expected one of {TEXTURES}")
 
-CLASS_SHAPES = ('disk', 'square', 'triangle', 'ring', 'cross', 'star', 'crescent', 'bowtie', 'ellipse', 'frame')
+CLASS_SHAPES = ('disk', 'square', 'triangle', 'ring', 'cross', 'star', 'crescent',
+                'bowtie', 'ellipse', 'frame')
 
 def class_specs(n_classes=10):
-    """The `n_classes` object classes: one SHAPE each (wnid = the shape's name, e.g. 'disk'). Colour, texture, size,
-    position and rotation are drawn per image, independently of the class. The shapes in `CLASS_SHAPES` stay distinct
-    under rotation (a diamond is a turned square and a hexagon is nearly a disk at 32 px, so neither is a class)."""
+    """The `n_classes` object classes: one SHAPE each (wnid = the shape's name, e.g. 'disk').
+    Colour, texture, size, position and rotation are drawn per image, independently of the class.
+    The shapes in `CLASS_SHAPES` stay distinct under rotation (a diamond is a turned square and a
+    hexagon is nearly a disk at 32 px, so neither is a class)."""
     if not 2 <= n_classes <= len(CLASS_SHAPES):
         raise ValueError(f"n_classes: must be in [2, {len(CLASS_SHAPES)}], got {n_classes}")
     return [dict(wnid=s, name=s, shape=s) for s in CLASS_SHAPES[:n_classes]]
@@ -76,8 +81,8 @@ def _appearance(rng):
     return COLOURS[list(COLOURS)[rng.integers(len(COLOURS))]], TEXTURES[rng.integers(len(TEXTURES))]
 
 def _draw(img, shape, colour, tex, cx, cy, half, rot, freq, contrast=0.6):
-    """Alpha-blend one `shape` of `colour` and texture `tex` into `img` (H, W, 3) float32 in place, only inside its
-    window; `contrast` is the texture's strength. Returns (alpha, (x0, y0))."""
+    """Alpha-blend one `shape` of `colour` and texture `tex` into `img` (H, W, 3) float32 in place,
+    only inside its window; `contrast` is the texture's strength. Returns (alpha, (x0, y0))."""
     H, W, _ = img.shape
     R = 1.45*half + 1
     x0, x1 = max(0, int(cx - R)), min(W, int(cx + R) + 1)
@@ -99,11 +104,13 @@ def _draw(img, shape, colour, tex, cx, cy, half, rot, freq, contrast=0.6):
 
 def render(shape, rng, size=64, distractors=CLASS_SHAPES, scale=(0.45, 0.85), n_distractors=(1, 3),
            distractor_scale=(0.12, 0.22), texture_contrast=0.3, bg_contrast=12.):
-    """One image whose class is the `shape` of its main object: textured, cluttered background; `n_distractors` small
-    objects (random shapes from `distractors`, `distractor_scale` of the side); then the main object (`scale` of the
-    side, random position inside the image, random rotation) drawn on top, so it is never occluded. Every object's
-    colour and texture are random; `texture_contrast` and `bg_contrast` set how strong textures and background are.
-    Returns (uint8 (size, size, 3), box) with box = (x0, y0, x1, y1) INCLUSIVE pixel coords of the main object."""
+    """One image whose class is the `shape` of its main object: textured, cluttered background;
+    `n_distractors` small objects (random shapes from `distractors`, `distractor_scale` of the
+    side); then the main object (`scale` of the side, random position inside the image, random
+    rotation) drawn on top, so it is never occluded. Every object's colour and texture are random;
+    `texture_contrast` and `bg_contrast` set how strong textures and background are. Returns
+    (uint8 (size, size, 3), box) with box = (x0, y0, x1, y1) INCLUSIVE pixel coords of the main
+    object."""
     f32 = np.float32
     yy, xx = np.mgrid[0:size, 0:size].astype(f32) + f32(0.5)
     img = np.empty((size, size, 3), f32); img[:] = rng.uniform(70, 180, 3).astype(f32)
@@ -118,13 +125,15 @@ def render(shape, rng, size=64, distractors=CLASS_SHAPES, scale=(0.45, 0.85), n_
         d2 = (xx[y0:y1, x0:x1] - f32(bx))**2 + (yy[y0:y1, x0:x1] - f32(by))**2
         m = np.exp(-d2*f32(0.5/br/br))[..., None]*f32(0.8)
         win = img[y0:y1, x0:x1]; win += (rng.uniform(40, 200, 3).astype(f32) - win)*m
-    for _ in range(rng.integers(n_distractors[0], n_distractors[1] + 1)):  # distractors, drawn before the main object
-        _draw(img, distractors[rng.integers(len(distractors))], *_appearance(rng), rng.uniform(0, size), rng.uniform(0, size),
-              rng.uniform(*distractor_scale)*size/2, rng.uniform(0, 2*np.pi), rng.uniform(5, 8), texture_contrast)
+    # distractors, drawn before the main object
+    for _ in range(rng.integers(n_distractors[0], n_distractors[1] + 1)):
+        _draw(img, distractors[rng.integers(len(distractors))], *_appearance(rng),
+              rng.uniform(0, size), rng.uniform(0, size), rng.uniform(*distractor_scale)*size/2,
+              rng.uniform(0, 2*np.pi), rng.uniform(5, 8), texture_contrast)
     half = rng.uniform(*scale)*size/2
     cx, cy = rng.uniform(half, size - half), rng.uniform(half, size - half)
-    a, (ax, ay) = _draw(img, shape, *_appearance(rng), cx, cy, half, rng.uniform(0, 2*np.pi), rng.uniform(5, 8),
-                        texture_contrast)
+    a, (ax, ay) = _draw(img, shape, *_appearance(rng), cx, cy, half, rng.uniform(0, 2*np.pi),
+                        rng.uniform(5, 8), texture_contrast)
     img += rng.standard_normal(img.shape, dtype=f32)*f32(6)
     cols, rows = np.nonzero(a.max(0) >= 0.5)[0], np.nonzero(a.max(1) >= 0.5)[0]
     box = (ax + int(cols[0]), ay + int(rows[0]), ax + int(cols[-1]), ay + int(rows[-1]))
@@ -138,46 +147,56 @@ def cache_dir():
     return Path(os.environ.get('XDG_CACHE_HOME') or Path.home()/'.cache')/'cmae_course'
 
 def _write_split(root, split, specs, n_per_class, seed, size, quality):
-    "Write one split in the Tiny-ImageNet layout; every image has its own seeded generator (order-independent)."
+    """Write one split in the Tiny-ImageNet layout; every image has its own seeded generator
+    (order-independent)."""
     sid = {'train': 0, 'val': 1, 'test': 2}[split]
     n_cls, lines = len(specs), {}
     for k in range(n_cls * n_per_class):
         label = k % n_cls if split != 'train' else k // n_per_class
-        img, (x0, y0, x1, y1) = render(specs[label]['shape'], np.random.default_rng([seed, sid, k]), size,
-                                       [sp['shape'] for sp in specs])
+        img, (x0, y0, x1, y1) = render(specs[label]['shape'], np.random.default_rng([seed, sid, k]),
+                                       size, [sp['shape'] for sp in specs])
         w = specs[label]['wnid']
         if split == 'train':
             name, d = f"{w}_{k % n_per_class}.JPEG", root/'train'/w/'images'
             lines.setdefault(w, []).append(f"{name}\t{x0}\t{y0}\t{x1}\t{y1}")
         else:
             name, d = f"{split}_{k}.JPEG", root/split/'images'
-            if split == 'val': lines.setdefault('val', []).append(f"{name}\t{w}\t{x0}\t{y0}\t{x1}\t{y1}")
+            if split == 'val':
+                lines.setdefault('val', []).append(f"{name}\t{w}\t{x0}\t{y0}\t{x1}\t{y1}")
         d.mkdir(parents=True, exist_ok=True)
         Image.fromarray(img).save(d/name, quality=quality)
     for key, ls in lines.items():
-        f = root/'train'/key/f"{key}_boxes.txt" if split == 'train' else root/'val'/'val_annotations.txt'
+        f = (root/'train'/key/f"{key}_boxes.txt" if split == 'train'
+             else root/'val'/'val_annotations.txt')
         f.write_text('\n'.join(ls) + '\n')
 
-def make_default_dataset(root=None, n_classes=10, n_train=500, n_val=50, seed=0, n_test=0, size=64, quality=90,
-                         force=False):
-    """Generate (once) the embedded procedural dataset in the Tiny-ImageNet-200 layout and return its folder.
-    `n_train`, `n_val`, `n_test` are images PER CLASS. `root`: parent folder (default `cache_dir()`).
-    Written into a temporary folder and renamed at the end, so an interrupted run never leaves half a dataset."""
+def make_default_dataset(root=None, n_classes=10, n_train=500, n_val=50, seed=0, n_test=0, size=64,
+                         quality=90, force=False):
+    """Generate (once) the embedded procedural dataset in the Tiny-ImageNet-200 layout and return
+    its folder. `n_train`, `n_val`, `n_test` are images PER CLASS. `root`: parent folder
+    (default `cache_dir()`). Written into a temporary folder and renamed at the end, so an
+    interrupted run never leaves half a dataset."""
     for nm, v in dict(n_train=n_train, n_val=n_val, n_test=n_test).items():
-        if int(v) != v or v < 0: raise ValueError(f"{nm}: must be a non-negative integer, got {v!r}")
-    if n_train < 1: raise ValueError(f"n_train: need at least one training image per class, got {n_train}")
+        if int(v) != v or v < 0:
+            raise ValueError(f"{nm}: must be a non-negative integer, got {v!r}")
+    if n_train < 1:
+        raise ValueError(f"n_train: need at least one training image per class, got {n_train}")
     specs = class_specs(n_classes)
-    meta = dict(generator='cmae_course.data.make_default_dataset', version=GEN_VERSION, n_classes=n_classes,
-                n_train=n_train, n_val=n_val, n_test=n_test, seed=seed, size=size, quality=quality)
+    meta = dict(generator='cmae_course.data.make_default_dataset', version=GEN_VERSION,
+                n_classes=n_classes, n_train=n_train, n_val=n_val, n_test=n_test, seed=seed,
+                size=size, quality=quality)
     base = Path(root) if root is not None else cache_dir()
-    final = base/f"shapes{n_classes}-tr{n_train}-va{n_val}-te{n_test}-s{size}-q{quality}-seed{seed}-v{GEN_VERSION}"
+    final = base/(f"shapes{n_classes}-tr{n_train}-va{n_val}-te{n_test}-s{size}-q{quality}"
+                  f"-seed{seed}-v{GEN_VERSION}")
     if final.exists() and not force:
         mf = final/'meta.json'
         if not mf.is_file() or json.loads(mf.read_text()) != meta:
-            raise ValueError(f"{final}: exists but is not a complete dataset of this generator; delete it or pass force=True")
+            raise ValueError(f"{final}: exists but is not a complete dataset of this generator; "
+                             "delete it or pass force=True")
         return final
     base.mkdir(parents=True, exist_ok=True)
-    for old in base.glob('.tmp-' + final.name + '-*'):   # left by a killed run (> 1 h old): not a dataset, remove
+    # left by a killed run (> 1 h old): not a dataset, remove
+    for old in base.glob('.tmp-' + final.name + '-*'):
         if time.time() - old.stat().st_mtime > 3600: shutil.rmtree(old, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(prefix='.tmp-' + final.name + '-', dir=base))
     try:
@@ -188,8 +207,8 @@ def make_default_dataset(root=None, n_classes=10, n_train=500, n_val=50, seed=0,
         (tmp/'meta.json').write_text(json.dumps(meta))   # written last: marks a complete dataset
         os.chmod(tmp, 0o755)                                # mkdtemp made it private
         if force and final.exists(): shutil.rmtree(final)
-        try: os.rename(tmp, final)                        # atomic on one file system
-        except OSError:                                   # another process finished first: keep theirs
+        try: os.rename(tmp, final)                     # atomic on one file system
+        except OSError:                                # another process finished first: keep theirs
             if not (final/'meta.json').is_file(): raise
     finally:
         if tmp.exists(): shutil.rmtree(tmp, ignore_errors=True)
@@ -197,35 +216,41 @@ def make_default_dataset(root=None, n_classes=10, n_train=500, n_val=50, seed=0,
 
 # %% ../nbs/00_data.ipynb #320fd5c4
 def pixel_box_to_frac(box, w, h):
-    """Tiny-ImageNet box (x0, y0, x1, y1) in INCLUSIVE pixel coordinates of a `w` x `h` image -> fractions.
-    Pixel k covers [k, k+1), so the object's right edge is x1+1: the whole 64x64 image (0,0,63,63) -> (0,0,1,1)."""
+    """Tiny-ImageNet box (x0, y0, x1, y1) in INCLUSIVE pixel coordinates of a `w` x `h` image ->
+    fractions. Pixel k covers [k, k+1), so the object's right edge is x1+1: the whole 64x64 image
+    (0,0,63,63) -> (0,0,1,1)."""
     x0, y0, x1, y1 = box
     return (x0/w, y0/h, (x1 + 1)/w, (y1 + 1)/h)
 
 def frac_box_to_pixel(box, w, h):
-    "Inverse of `pixel_box_to_frac`: fractions -> inclusive integer pixel box, clipped to the image."
+    """Inverse of `pixel_box_to_frac`: fractions -> inclusive integer pixel box, clipped to the
+    image."""
     x0, y0, x1, y1 = (float(b) for b in box)
     e = 1e-6
     return (min(w-1, max(0, math.floor(x0*w + e))), min(h-1, max(0, math.floor(y0*h + e))),
             max(0, min(w-1, math.ceil(x1*w - e) - 1)), max(0, min(h-1, math.ceil(y1*h - e) - 1)))
 
 def check_pixel_box(box, w, h):
-    """Validate an inclusive pixel box against a `w` x `h` image -> (fraction box or None, problem or None).
-    x1 < x0 or y1 < y0, or a box entirely outside the image: rejected (None). Partly outside: clipped."""
+    """Validate an inclusive pixel box against a `w` x `h` image -> (fraction box or None, problem
+    or None). x1 < x0 or y1 < y0, or a box entirely outside the image: rejected (None). Partly
+    outside: clipped."""
     x0, y0, x1, y1 = box
     if x1 < x0 or y1 < y0: return None, f"box {tuple(box)} has x1 < x0 or y1 < y0"
-    if x1 < 0 or y1 < 0 or x0 > w - 1 or y0 > h - 1: return None, f"box {tuple(box)} lies outside the {w}x{h} image"
+    if x1 < 0 or y1 < 0 or x0 > w - 1 or y0 > h - 1:
+        return None, f"box {tuple(box)} lies outside the {w}x{h} image"
     c = (max(0, x0), max(0, y0), min(w - 1, x1), min(h - 1, y1))
-    return pixel_box_to_frac(c, w, h), (None if c == tuple(box) else f"box {tuple(box)} clipped to the {w}x{h} image")
+    return (pixel_box_to_frac(c, w, h),
+            (None if c == tuple(box) else f"box {tuple(box)} clipped to the {w}x{h} image"))
 
 # %% ../nbs/00_data.ipynb #7276f08e
 IMG_EXTS = ('.jpg', '.jpeg', '.png', '.bmp', '.gif', '.webp', '.tif', '.tiff', '.ppm', '.pgm')
 
 @dataclass
 class Items:
-    """Index of one split before decoding: `paths[i]`, `labels[i]` (-1 = unlabelled) and `pixel_boxes[i]`
-    (x0, y0, x1, y1) inclusive pixel coords as written in the annotation (NaN row = no box); `classes` are the
-    class ids (wnids / folder names) in label order, `names` their readable names."""
+    """Index of one split before decoding: `paths[i]`, `labels[i]` (-1 = unlabelled) and
+    `pixel_boxes[i]` (x0, y0, x1, y1) inclusive pixel coords as written in the annotation
+    (NaN row = no box); `classes` are the class ids (wnids / folder names) in label order, `names`
+    their readable names."""
     root: Path
     split: str
     paths: list
@@ -236,7 +261,8 @@ class Items:
     def __len__(self): return len(self.paths)
     def __repr__(self):
         nb = int((~np.isnan(self.pixel_boxes).any(1)).sum())
-        return f"Items({self.split!r}: {len(self)} images, {len(self.classes)} classes, {nb} boxes, root={self.root})"
+        return (f"Items({self.split!r}: {len(self)} images, {len(self.classes)} classes, {nb} "
+                f"boxes, root={self.root})")
 
 def _is_image(p): return p.is_file() and p.suffix.lower() in IMG_EXTS and not p.name.startswith('.')
 
@@ -247,16 +273,19 @@ def _check_root(root):
     return root
 
 def _read_lines(f):
-    "Non-empty lines of text file `f` as (line_number, fields): split on tabs if the line has one, else on spaces."
+    """Non-empty lines of text file `f` as (line_number, fields): split on tabs if the line has one,
+    else on spaces."""
     try: text = Path(f).read_text(encoding='utf-8')
     except UnicodeDecodeError: raise ValueError(f"{f}: not a UTF-8 text file") from None
     return [(n, [v.strip() for v in l.strip().split('\t')] if '\t' in l else l.split())
             for n, l in enumerate(text.splitlines(), 1) if l.strip()]
 
 def _safe_name(name, folder, where):
-    "Refuse an annotation file name that is absolute or would resolve outside `folder` (e.g. '../../etc/passwd')."
+    """Refuse an annotation file name that is absolute or would resolve outside `folder` (e.g.
+    '../../etc/passwd')."""
     p = os.path.normpath(os.path.join(folder, name))
-    if os.path.isabs(name) or os.path.commonpath([p, os.path.normpath(folder)]) != os.path.normpath(folder):
+    if (os.path.isabs(name)
+            or os.path.commonpath([p, os.path.normpath(folder)]) != os.path.normpath(folder)):
         raise ValueError(f"{where}: file name {name!r} resolves outside {folder}; refused")
     return Path(p)
 
@@ -271,33 +300,41 @@ def _read_wnids(root):
     wnids = [fs[0] for _, fs in _read_lines(wf)]
     if not wnids: raise ValueError(f"{wf}: lists no class ids")
     for w in wnids:
-        if '/' in w or '\\' in w or w in ('.', '..'): raise ValueError(f"{wf}: class id {w!r} is not a plain name")
+        if '/' in w or '\\' in w or w in ('.', '..'):
+            raise ValueError(f"{wf}: class id {w!r} is not a plain name")
     if len(set(wnids)) != len(wnids):
         dup = next(w for w in wnids if wnids.count(w) > 1)
         raise ValueError(f"{wf}: class id {dup!r} is listed twice")
     names = dict.fromkeys(wnids)
-    if (root/'words.txt').is_file():   # 'wnid<TAB>name, synonyms' (the real file covers all of WordNet)
+    # 'wnid<TAB>name, synonyms' (the real file covers all of WordNet)
+    if (root/'words.txt').is_file():
         for line in (root/'words.txt').read_text(encoding='utf-8', errors='replace').splitlines():
             w, _, nm = line.partition('\t')
             if w in names: names[w] = nm.strip()
     return wnids, [names[w] or w for w in wnids]
 
 def read_tiny_imagenet(root, split='train'):
-    """Index the Tiny-ImageNet-200 layout: `wnids.txt`, optional `words.txt`, `train/<wnid>/images/*` with
-    `train/<wnid>/<wnid>_boxes.txt`, `val/images/*` with `val/val_annotations.txt`, unlabelled `test/images/*`.
-    Raises one-line errors naming the file for problems with the whole split (missing files, bad annotations)."""
+    """Index the Tiny-ImageNet-200 layout: `wnids.txt`, optional `words.txt`,
+    `train/<wnid>/images/*` with `train/<wnid>/<wnid>_boxes.txt`, `val/images/*` with
+    `val/val_annotations.txt`, unlabelled `test/images/*`. Raises one-line errors naming the file
+    for problems with the whole split (missing files, bad annotations)."""
     root = _check_root(root)
-    if split not in ('train', 'val', 'test'): raise ValueError(f"split: expected 'train', 'val' or 'test', got {split!r}")
+    if split not in ('train', 'val', 'test'):
+        raise ValueError(f"split: expected 'train', 'val' or 'test', got {split!r}")
     wnids, names = _read_wnids(root)
     lab = {w: i for i, w in enumerate(wnids)}
     paths, labels, boxes = [], [], []
     if split == 'train':
-        if not (root/'train').is_dir(): raise FileNotFoundError(f"{root/'train'}: train folder missing")
+        if not (root/'train').is_dir():
+            raise FileNotFoundError(f"{root/'train'}: train folder missing")
         extra = sorted(d.name for d in (root/'train').iterdir() if d.is_dir() and d.name not in lab)
-        if extra: warnings.warn(f"{root/'train'}: {len(extra)} folder(s) not in wnids.txt ignored (first: {extra[0]!r})")
+        if extra:
+            warnings.warn(f"{root/'train'}: {len(extra)} folder(s) not in wnids.txt ignored "
+                          f"(first: {extra[0]!r})")
         for w in wnids:
             d = root/'train'/w/'images'
-            if not d.is_dir(): raise FileNotFoundError(f"{d}: image folder missing for class {w!r} of wnids.txt")
+            if not d.is_dir():
+                raise FileNotFoundError(f"{d}: image folder missing for class {w!r} of wnids.txt")
             files = sorted(p.name for p in d.iterdir() if _is_image(p))
             if not files: raise ValueError(f"{d}: empty class folder (class {w!r} has no images)")
             fb, bx = root/'train'/w/f"{w}_boxes.txt", {}
@@ -305,68 +342,83 @@ def read_tiny_imagenet(root, split='train'):
                 known = set(files)
                 for n, fs in _read_lines(fb):
                     where = f"{fb}:{n}"
-                    if len(fs) != 5: raise ValueError(f"{where}: expected 'file x0 y0 x1 y1', got {len(fs)} fields")
+                    if len(fs) != 5:
+                        raise ValueError(f"{where}: expected 'file x0 y0 x1 y1', got "
+                                         f"{len(fs)} fields")
                     _safe_name(fs[0], d, where)
-                    if fs[0] not in known: raise ValueError(f"{where}: image {fs[0]!r} does not exist in {d}")
+                    if fs[0] not in known:
+                        raise ValueError(f"{where}: image {fs[0]!r} does not exist in {d}")
                     bx[fs[0]] = _int_box(fs[1:], where)
             for f in files:
                 paths.append(d/f); labels.append(lab[w]); boxes.append(bx.get(f, [np.nan]*4))
     elif split == 'val':
         d, va = root/'val'/'images', root/'val'/'val_annotations.txt'
         if not d.is_dir(): raise FileNotFoundError(f"{d}: val image folder missing")
-        if not va.is_file(): raise FileNotFoundError(f"{va}: missing, so the val images cannot be labelled")
+        if not va.is_file():
+            raise FileNotFoundError(f"{va}: missing, so the val images cannot be labelled")
         on_disk, seen = {p.name for p in d.iterdir() if _is_image(p)}, set()
         for n, fs in _read_lines(va):
             where = f"{va}:{n}"
-            if len(fs) not in (2, 6): raise ValueError(f"{where}: expected 'file wnid [x0 y0 x1 y1]', got {len(fs)} fields")
+            if len(fs) not in (2, 6):
+                raise ValueError(f"{where}: expected 'file wnid [x0 y0 x1 y1]', got "
+                                 f"{len(fs)} fields")
             p = _safe_name(fs[0], d, where)
-            if fs[1] not in lab: raise ValueError(f"{where}: unknown class id {fs[1]!r} (not in wnids.txt)")
-            if fs[0] not in on_disk: raise ValueError(f"{where}: image {fs[0]!r} does not exist in {d}")
+            if fs[1] not in lab:
+                raise ValueError(f"{where}: unknown class id {fs[1]!r} (not in wnids.txt)")
+            if fs[0] not in on_disk:
+                raise ValueError(f"{where}: image {fs[0]!r} does not exist in {d}")
             if fs[0] in seen: raise ValueError(f"{where}: image {fs[0]!r} is annotated twice")
             seen.add(fs[0])
             paths.append(p); labels.append(lab[fs[1]])
             boxes.append(_int_box(fs[2:], where) if len(fs) == 6 else [np.nan]*4)
         if not paths: raise ValueError(f"{va}: no annotations")
         if len(on_disk - seen):
-            warnings.warn(f"{d}: {len(on_disk - seen)} image(s) without annotation ignored (first: {sorted(on_disk - seen)[0]!r})")
+            warnings.warn(f"{d}: {len(on_disk - seen)} image(s) without annotation ignored (first: "
+                          f"{sorted(on_disk - seen)[0]!r})")
     else:
         d = root/'test'/'images'
         if not d.is_dir(): raise FileNotFoundError(f"{d}: test image folder missing")
         paths = sorted(p for p in d.iterdir() if _is_image(p))
         if not paths: raise ValueError(f"{d}: no test images")
         labels, boxes = [-1]*len(paths), [[np.nan]*4]*len(paths)
-    return Items(root, split, paths, np.asarray(labels, np.int64), np.asarray(boxes, np.float32).reshape(-1, 4),
-                 wnids, names)
+    return Items(root, split, paths, np.asarray(labels, np.int64),
+                 np.asarray(boxes, np.float32).reshape(-1, 4), wnids, names)
 
 # %% ../nbs/00_data.ipynb #b6f0f8c7
 def read_image_folder(root, split='train'):
-    """Index a generic ImageFolder: one sub-folder per class (sorted names = labels), images anywhere below it.
-    No boxes (NaN rows). Hidden folders (e.g. `.ipynb_checkpoints`) are ignored; an empty class folder is an error."""
+    """Index a generic ImageFolder: one sub-folder per class (sorted names = labels), images
+    anywhere below it. No boxes (NaN rows). Hidden folders (e.g. `.ipynb_checkpoints`) are ignored;
+    an empty class folder is an error."""
     root = _check_root(root)
-    classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith(('.', '_')))
+    classes = sorted(d.name for d in root.iterdir()
+                     if d.is_dir() and not d.name.startswith(('.', '_')))
     if not classes: raise ValueError(f"{root}: not an ImageFolder dataset (no class sub-folders)")
     paths, labels = [], []
     for i, c in enumerate(classes):
         files = sorted(p for p in (root/c).rglob('*') if _is_image(p) and '/.' not in p.as_posix())
-        if not files: raise ValueError(f"{root/c}: empty class folder (class {c!r} has no image files)")
+        if not files:
+            raise ValueError(f"{root/c}: empty class folder (class {c!r} has no image files)")
         paths += files; labels += [i]*len(files)
-    return Items(root, split, paths, np.asarray(labels, np.int64), np.full((len(paths), 4), np.nan, np.float32),
-                 classes, list(classes))
+    return Items(root, split, paths, np.asarray(labels, np.int64),
+                 np.full((len(paths), 4), np.nan, np.float32), classes, list(classes))
 
 def read_items(path, split='train'):
-    """Index a dataset, detecting its layout: Tiny-ImageNet (has `wnids.txt`), `path/<split>/<class>/...`,
-    or a plain ImageFolder `path/<class>/...` (whole folder, any `split`)."""
+    """Index a dataset, detecting its layout: Tiny-ImageNet (has `wnids.txt`),
+    `path/<split>/<class>/...`, or a plain ImageFolder `path/<class>/...` (whole folder, any
+    `split`)."""
     path = _check_root(path)
     if (path/'wnids.txt').is_file(): return read_tiny_imagenet(path, split)
     if (path/split).is_dir(): return read_image_folder(path/split, split)
     subs = [d for d in path.iterdir() if d.is_dir() and not d.name.startswith(('.', '_'))]
     if subs: return read_image_folder(path, split)
-    raise ValueError(f"{path}: not a dataset: expected wnids.txt (Tiny-ImageNet) or class sub-folders (ImageFolder)")
+    raise ValueError(f"{path}: not a dataset: expected wnids.txt (Tiny-ImageNet) or class "
+                     "sub-folders (ImageFolder)")
 
 # %% ../nbs/00_data.ipynb #9814b30b
 def to_rgb(im):
-    """Any PIL image -> RGB. Transparent pixels (RGBA, LA, palette with transparency) are composited on white,
-    16/32-bit grayscale is rescaled to 8 bits, CMYK/YCbCr/L/P go through PIL's converters."""
+    """Any PIL image -> RGB. Transparent pixels (RGBA, LA, palette with transparency) are composited
+    on white, 16/32-bit grayscale is rescaled to 8 bits, CMYK/YCbCr/L/P go through PIL's
+    converters."""
     if im.mode == 'RGB': return im
     if im.mode in ('I;16', 'I;16L', 'I;16B', 'I', 'F'):
         a = np.asarray(im, dtype=np.float32)
@@ -375,21 +427,25 @@ def to_rgb(im):
     if im.mode == 'P' and 'transparency' in im.info: im = im.convert('RGBA')
     if im.mode in ('RGBA', 'LA', 'PA', 'RGBa', 'La'):
         im = im.convert('RGBA')
-        return Image.alpha_composite(Image.new('RGBA', im.size, (255, 255, 255, 255)), im).convert('RGB')
+        return (Image.alpha_composite(Image.new('RGBA', im.size, (255, 255, 255, 255)), im)
+                .convert('RGB'))
     return im.convert('RGB')
 
 def load_rgb(path, size=None):
-    """Decode image `path` fully -> (uint8 (H, W, 3), (w, h) original size); resized to `size` x `size` if given.
-    Raises OSError / ValueError for unreadable files (corrupt, truncated, not an image)."""
+    """Decode image `path` fully -> (uint8 (H, W, 3), (w, h) original size); resized to `size` x
+    `size` if given. Raises OSError / ValueError for unreadable files (corrupt, truncated, not an
+    image)."""
     with Image.open(path) as im:
-        im.load()                      # full decode now: a truncated file raises here, not mid-epoch
+        im.load()                     # full decode now: a truncated file raises here, not mid-epoch
         wh = im.size
         im = to_rgb(im)
-        if size is not None and im.size != (size, size): im = im.resize((size, size), Image.BICUBIC, reducing_gap=3.0)
+        if size is not None and im.size != (size, size):
+            im = im.resize((size, size), Image.BICUBIC, reducing_gap=3.0)
         return np.array(im), wh
 
 class LoadReport:
-    "Counts the per-item problems of one load and reports each kind ONCE at the end, with a count and a first example."
+    """Counts the per-item problems of one load and reports each kind ONCE at the end, with a count
+    and a first example."""
     def __init__(self, what): self.what, self.kinds = what, {}
     def add(self, kind, path, msg):
         n, first = self.kinds.get(kind, (0, None))
@@ -402,9 +458,10 @@ class LoadReport:
 # %% ../nbs/00_data.ipynb #9d3fca0c
 @dataclass
 class ImageSet:
-    """A decoded split kept in memory: `images` uint8 (N, 3, S, S), `labels` long (N,) (-1 = unlabelled),
-    `true_boxes` float32 (N, 4) object boxes as fractions (x0, y0, x1, y1), NaN rows where unknown; `paths`,
-    `classes`, `names`; `skipped` lists (path, reason) of unreadable images left out (never silently)."""
+    """A decoded split kept in memory: `images` uint8 (N, 3, S, S), `labels` long (N,)
+    (-1 = unlabelled), `true_boxes` float32 (N, 4) object boxes as fractions (x0, y0, x1, y1), NaN
+    rows where unknown; `paths`, `classes`, `names`; `skipped` lists (path, reason) of unreadable
+    images left out (never silently)."""
     images: torch.Tensor
     labels: torch.Tensor
     true_boxes: torch.Tensor
@@ -415,28 +472,34 @@ class ImageSet:
     skipped: list = field(default_factory=list)
     def __len__(self): return len(self.images)
     def __repr__(self):
-        return (f"ImageSet({self.split!r}: images {tuple(self.images.shape)} uint8, {len(self.classes)} classes, "
-                f"{int((~self.true_boxes.isnan().any(1)).sum())} boxes, {len(self.skipped)} skipped)")
+        return (f"ImageSet({self.split!r}: images {tuple(self.images.shape)} uint8, "
+                f"{len(self.classes)} classes, "
+                f"{int((~self.true_boxes.isnan().any(1)).sum())} boxes, "
+                f"{len(self.skipped)} skipped)")
     def subset(self, idxs, split=None):
         "New ImageSet with items `idxs` (e.g. a random validation split)."
         idxs = torch.as_tensor(idxs, dtype=torch.long)
-        return ImageSet(self.images[idxs], self.labels[idxs], self.true_boxes[idxs], [self.paths[i] for i in idxs],
-                        self.classes, self.names, split or self.split, [])
+        return ImageSet(self.images[idxs], self.labels[idxs], self.true_boxes[idxs],
+                        [self.paths[i] for i in idxs], self.classes,
+                        self.names, split or self.split, [])
 
 def decode_items(items, size=64, max_bad=0.05, num_threads=None, max_bytes=8*2**30):
-    """Decode every image of `items` once into a uint8 tensor cache at `size` x `size` (RGB, resized if needed)
-    and turn the pixel boxes into fractions using each image's own size.
-    Unreadable images are skipped and counted; boxes partly outside are clipped, inverted ones rejected (NaN);
-    each kind of problem is warned once at the end with a count. More than `max_bad` unreadable: ValueError."""
+    """Decode every image of `items` once into a uint8 tensor cache at `size` x `size`
+    (RGB, resized if needed) and turn the pixel boxes into fractions using each image's own size.
+    Unreadable images are skipped and counted; boxes partly outside are clipped, inverted ones
+    rejected (NaN); each kind of problem is warned once at the end with a count. More than `max_bad`
+    unreadable: ValueError."""
     n = len(items)
     if n == 0: raise ValueError(f"{items.root}: split {items.split!r} has no images")
     if n*3*size*size > max_bytes:
-        raise ValueError(f"size: caching {n} images at {size}x{size} needs {n*3*size*size/2**30:.1f} GiB > max_bytes")
+        raise ValueError(f"size: caching {n} images at {size}x{size} needs "
+                         f"{n*3*size*size/2**30:.1f} GiB > max_bytes")
     def load(p):
         try: return load_rgb(p, size)
         except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as e:
             return f"{type(e).__name__}: {e}"
-    with ThreadPoolExecutor(num_threads or min(8, os.cpu_count() or 1)) as ex: res = list(ex.map(load, items.paths))
+    with ThreadPoolExecutor(num_threads or min(8, os.cpu_count() or 1)) as ex:
+        res = list(ex.map(load, items.paths))
     rep, keep, boxes = LoadReport(f"{items.root} [{items.split}]"), [], []
     imgs = torch.empty((n, 3, size, size), dtype=torch.uint8)
     for i, r in enumerate(res):
@@ -454,17 +517,21 @@ def decode_items(items, size=64, max_bad=0.05, num_threads=None, max_bytes=8*2**
     bad = rep.count('unreadable images skipped:')
     if bad > max_bad*n or not keep:
         raise ValueError(f"{items.root} [{items.split}]: {bad} of {n} images unreadable "
-                         f"(first: {rep.kinds['unreadable images skipped:'][1]}); more than max_bad={max_bad}")
+                         f"(first: {rep.kinds['unreadable images skipped:'][1]}); more than "
+                         f"max_bad={max_bad}")
     rep.warn(n)
     kt = torch.as_tensor(keep, dtype=torch.long)
-    return ImageSet(imgs[:len(keep)].clone() if len(keep) < n else imgs, torch.as_tensor(items.labels)[kt],
-                    torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4), [items.paths[i] for i in keep],
+    return ImageSet(imgs[:len(keep)].clone() if len(keep) < n else imgs,
+                    torch.as_tensor(items.labels)[kt], torch.tensor(boxes, dtype=torch.float32)
+                    .reshape(-1, 4), [items.paths[i] for i in keep],
                     list(items.classes), list(items.names), items.split,
                     [(items.paths[i], r) for i, r in enumerate(res) if isinstance(r, str)])
 
 def load_split(path=None, split='train', size=64, **kwargs):
-    "Index and decode one split of the dataset at `path` (default: the embedded dataset) -> `ImageSet`."
-    return decode_items(read_items(make_default_dataset() if path is None else path, split), size, **kwargs)
+    """Index and decode one split of the dataset at `path` (default: the embedded dataset) ->
+    `ImageSet`."""
+    return decode_items(read_items(make_default_dataset() if path is None else path, split), size,
+                        **kwargs)
 
 def class_counts(ds):
     "Images per class (n_classes,) long, for a ViewDataset or ImageSet."
@@ -473,7 +540,8 @@ def class_counts(ds):
 
 # %% ../nbs/00_data.ipynb #15822d67
 def _beta(n, alpha, generator=None):
-    "n samples of Beta(alpha, alpha); with a `generator`, drawn reproducibly from a seed taken from it."
+    """n samples of Beta(alpha, alpha); with a `generator`, drawn reproducibly from a seed taken
+    from it."""
     if alpha == 1: return torch.rand(n, generator=generator)
     if generator is None: return torch.distributions.Beta(alpha, alpha).sample((n,))
     seed = int(torch.randint(0, 2**62, (1,), generator=generator))
@@ -481,12 +549,15 @@ def _beta(n, alpha, generator=None):
         torch.manual_seed(seed)
         return torch.distributions.Beta(alpha, alpha).sample((n,))
 
-def crop_params(H, W, boxes=None, n=None, scale=(0.2, 1.0), ratio=(3/4, 4/3), alpha=1.0, generator=None, tries=10):
+def crop_params(H, W, boxes=None, n=None, scale=(0.2, 1.0), ratio=(3/4, 4/3), alpha=1.0,
+                generator=None, tries=10):
     """Vectorised crop parameters `(n, 4)` long rows (i, j, h, w) for an H x W image.
     boxes=None: torchvision's RandomResizedCrop rule (top-left uniform over the valid positions).
-    boxes (n, 4) fractions (x0, y0, x1, y1): ContrastiveCrop (references.md §2): the crop CENTRE falls in the box,
-    placed with Beta(alpha, alpha) between the box edges. Both: 10 tries for (area, ratio), then a centre crop."""
-    if boxes is not None: boxes = torch.as_tensor(boxes, dtype=torch.float32).reshape(-1, 4); n = len(boxes)
+    boxes (n, 4) fractions (x0, y0, x1, y1): ContrastiveCrop (references.md §2): the crop CENTRE
+    falls in the box, placed with Beta(alpha, alpha) between the box edges. Both: 10 tries for
+    (area, ratio), then a centre crop."""
+    if boxes is not None:
+        boxes = torch.as_tensor(boxes, dtype=torch.float32).reshape(-1, 4); n = len(boxes)
     if n is None: raise ValueError("n: give the number of crops (or boxes)")
     g = generator
     area = H*W*(scale[0] + (scale[1] - scale[0])*torch.rand(n, tries, generator=g))
@@ -498,7 +569,8 @@ def crop_params(H, W, boxes=None, n=None, scale=(0.2, 1.0), ratio=(3/4, 4/3), al
     w, h, found = w.gather(1, first)[:, 0], h.gather(1, first)[:, 0], ok.any(1)
     # torchvision's fallback: the largest centred crop with the ratio clamped into `ratio`
     r_in = W/H
-    fw, fh = (W, int(round(W/min(ratio)))) if r_in < min(ratio) else (int(round(H*max(ratio))), H) if r_in > max(ratio) else (W, H)
+    fw, fh = ((W, int(round(W/min(ratio)))) if r_in < min(ratio)
+              else (int(round(H*max(ratio))), H) if r_in > max(ratio) else (W, H))
     w, h = torch.where(found, w, fw), torch.where(found, h, fh)
     if boxes is None:
         i = (torch.rand(n, generator=g)*(H - h + 1)).long().clamp(max=H - h)
@@ -513,19 +585,26 @@ def crop_params(H, W, boxes=None, n=None, scale=(0.2, 1.0), ratio=(3/4, 4/3), al
     i, j = torch.where(found, i, (H - h)//2), torch.where(found, j, (W - w)//2)
     return torch.stack([i, j, h, w], 1)
 
-def contrastive_crop_params(H, W, box, scale=(0.2, 1.0), ratio=(3/4, 4/3), alpha=1.0, generator=None):
-    """ContrastiveCrop sampling rule for ONE crop -> (i, j, h, w) ints: top row, left column, height, width.
-    `box` = (x0, y0, x1, y1) fractions (our convention; ContrastiveCrop's own code stores rows first)."""
+def contrastive_crop_params(H, W, box, scale=(0.2, 1.0), ratio=(3/4, 4/3),
+                            alpha=1.0, generator=None):
+    """ContrastiveCrop sampling rule for ONE crop -> (i, j, h, w) ints: top row, left column,
+    height, width. `box` = (x0, y0, x1, y1) fractions (our convention; ContrastiveCrop's own code
+    stores rows first)."""
     b = torch.as_tensor(box, dtype=torch.float32).flatten()
-    if b.numel() != 4 or not torch.isfinite(b).all() or (b < 0).any() or (b > 1).any() or b[2] < b[0] or b[3] < b[1]:
-        raise ValueError(f"box: expected fractions (x0, y0, x1, y1) in [0, 1] with x0 <= x1, y0 <= y1, got {box}")
-    return tuple(int(v) for v in crop_params(H, W, b[None], scale=scale, ratio=ratio, alpha=alpha, generator=generator)[0])
+    if (b.numel() != 4 or not torch.isfinite(b).all() or (b < 0).any() or (b > 1).any()
+            or b[2] < b[0] or b[3] < b[1]):
+        raise ValueError("box: expected fractions (x0, y0, x1, y1) in [0, 1] with x0 <= x1, y0 "
+                         f"<= y1, got {box}")
+    return tuple(int(v)
+                 for v in crop_params(H, W, b[None], scale=scale, ratio=ratio,
+                                      alpha=alpha, generator=generator)[0])
 
 # %% ../nbs/00_data.ipynb #d8390755
 class BoxTable:
-    """Per-item ContrastiveCrop boxes: `t` float32 (n, 4) fractions (x0, y0, x1, y1), initially the whole image.
-    `t` and the `use_box` flag live in SHARED memory, so DataLoader worker processes (num_workers > 0) see what a
-    callback writes between epochs with `update(idxs, boxes)` / `set_all(boxes)` (always in place)."""
+    """Per-item ContrastiveCrop boxes: `t` float32 (n, 4) fractions (x0, y0, x1, y1), initially the
+    whole image. `t` and the `use_box` flag live in SHARED memory, so DataLoader worker processes
+    (num_workers > 0) see what a callback writes between epochs with `update(idxs, boxes)` /
+    `set_all(boxes)` (always in place)."""
     def __init__(self, n, use_box=False):
         self.t = torch.tensor([[0., 0., 1., 1.]]).repeat(n, 1).share_memory_()
         self._flag = torch.tensor([bool(use_box)]).share_memory_()
@@ -535,24 +614,30 @@ class BoxTable:
     def use_box(self, v): self._flag[0] = bool(v)
     def __len__(self): return len(self.t)
     def __getitem__(self, idx): return self.t[idx]
-    def __repr__(self): return f"BoxTable({len(self)} boxes, use_box={self.use_box}, shared={self.t.is_shared()})"
+    def __repr__(self):
+        return f"BoxTable({len(self)} boxes, use_box={self.use_box}, shared={self.t.is_shared()})"
     def _check(self, b, what):
         b = torch.as_tensor(b, dtype=torch.float32).reshape(-1, 4).cpu()
         if not torch.isfinite(b).all(): raise ValueError(f"{what}: boxes must be finite")
         b = b.clamp(0, 1)
-        if (b[:, 2] < b[:, 0]).any() or (b[:, 3] < b[:, 1]).any(): raise ValueError(f"{what}: a box has x1 < x0 or y1 < y0")
+        if (b[:, 2] < b[:, 0]).any() or (b[:, 3] < b[:, 1]).any():
+            raise ValueError(f"{what}: a box has x1 < x0 or y1 < y0")
         return b
     def update(self, idxs, boxes):
-        "Set the boxes of items `idxs` (k,) to `boxes` (k, 4) fractions, in place (clamped to [0, 1])."
+        """Set the boxes of items `idxs` (k,) to `boxes` (k, 4) fractions, in place
+        (clamped to [0, 1])."""
         idxs = torch.as_tensor(idxs, dtype=torch.long).flatten().cpu()
         b = self._check(boxes, 'boxes')
-        if len(b) != len(idxs): raise ValueError(f"boxes: got {len(b)} boxes for {len(idxs)} indices")
-        if len(idxs) and (idxs.min() < 0 or idxs.max() >= len(self)): raise ValueError(f"idxs: out of range [0, {len(self)})")
+        if len(b) != len(idxs):
+            raise ValueError(f"boxes: got {len(b)} boxes for {len(idxs)} indices")
+        if len(idxs) and (idxs.min() < 0 or idxs.max() >= len(self)):
+            raise ValueError(f"idxs: out of range [0, {len(self)})")
         self.t[idxs] = b
     def set_all(self, boxes):
         "Replace all boxes with `boxes` (n, 4) fractions, in place."
         b = self._check(boxes, 'boxes')
-        if b.shape != self.t.shape: raise ValueError(f"boxes: expected shape {tuple(self.t.shape)}, got {tuple(b.shape)}")
+        if b.shape != self.t.shape:
+            raise ValueError(f"boxes: expected shape {tuple(self.t.shape)}, got {tuple(b.shape)}")
         self.t.copy_(b)
     def reset(self): self.t[:] = torch.tensor([0., 0., 1., 1.])
 
@@ -560,26 +645,32 @@ class BoxTable:
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 def interp_matrix(start, length, size, n_src):
-    """Resampling weights (N, size, n_src) that map source pixels [start, start+length) (N,) onto `size` outputs:
-    bilinear when enlarging, a triangle (antialiased bilinear) filter when shrinking, i.e. what
-    `F.interpolate(mode='bilinear', antialias=True, align_corners=False)` does; edge pixels clamp."""
+    """Resampling weights (N, size, n_src) that map source pixels [start, start+length) (N,) onto
+    `size` outputs: bilinear when enlarging, a triangle (antialiased bilinear) filter when
+    shrinking, i.e. what `F.interpolate(mode='bilinear', antialias=True, align_corners=False)` does;
+    edge pixels clamp."""
     start, length = start.to(torch.float32), length.to(torch.float32)
     scale = (length/size).clamp(min=1)
-    c = start[:, None] + (torch.arange(size) + 0.5)[None]*(length/size)[:, None]   # output centres, source coords
-    w = (1 - ((torch.arange(n_src) + 0.5)[None, None] - c[..., None]).abs()/scale[:, None, None]).clamp(min=0)
+    # output centres, source coords
+    c = start[:, None] + (torch.arange(size) + 0.5)[None]*(length/size)[:, None]
+    w = ((1 - ((torch.arange(n_src) + 0.5)[None, None] - c[..., None]).abs()/scale[:, None, None])
+         .clamp(min=0))
     return w/w.sum(-1, keepdim=True)
 
 def resized_crops(imgs, params, size, flip=None):
-    """Crop rows `params` (N, 4) = (i, j, h, w) out of `imgs` (N, C, H, W) and resize each to `size` x `size`,
-    mirrored left-right where `flip` (N,) bool: two batched matrix products (separable resampling) for the batch.
-    Returns float32 (N, C, size, size) in the input's value range."""
+    """Crop rows `params` (N, 4) = (i, j, h, w) out of `imgs` (N, C, H, W) and resize each to `size`
+    x `size`, mirrored left-right where `flip` (N,) bool: two batched matrix products
+    (separable resampling) for the batch. Returns float32 (N, C, size, size) in the input's value
+    range."""
     N, C, H, W = imgs.shape
     i, j, h, w = params.unbind(1)
     Ry, Rx = interp_matrix(i, h, size, H), interp_matrix(j, w, size, W)
     if flip is not None: Rx = torch.where(flip[:, None, None], Rx.flip(1), Rx)
-    t = torch.bmm(imgs.to(torch.float32).reshape(N, C*H, W), Rx.transpose(1, 2))       # columns: (N, C*H, size)
+    # columns: (N, C*H, size)
+    t = torch.bmm(imgs.to(torch.float32).reshape(N, C*H, W), Rx.transpose(1, 2))
     t = t.view(N, C, H, size).transpose(1, 2).reshape(N, H, C*size)
-    return torch.bmm(Ry, t).view(N, size, C, size).transpose(1, 2).contiguous()      # rows: (N, C, size, size)
+    # rows: (N, C, size, size)
+    return torch.bmm(Ry, t).view(N, size, C, size).transpose(1, 2).contiguous()
 
 _GRAY_W = (0.299, 0.587, 0.114)
 _YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
@@ -587,17 +678,20 @@ _YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.
 def _gray(x): return (_GRAY_W[0]*x[:, 0:1] + _GRAY_W[1]*x[:, 1:2] + _GRAY_W[2]*x[:, 2:3])
 
 def hue_matrix(h):
-    "Hue shifts `h` (N,) in turns -> (N, 3, 3) RGB matrices that rotate the chroma (I, Q of YIQ) by 2*pi*h; gray stays gray."
+    """Hue shifts `h` (N,) in turns -> (N, 3, 3) RGB matrices that rotate the chroma (I, Q of YIQ)
+    by 2*pi*h; gray stays gray."""
     c, s = torch.cos(2*math.pi*h), torch.sin(2*math.pi*h)
     R = torch.zeros(len(h), 3, 3); R[:, 0, 0] = 1
     R[:, 1, 1], R[:, 1, 2], R[:, 2, 1], R[:, 2, 2] = c, -s, s, c
     return torch.linalg.inv(_YIQ) @ R @ _YIQ
 
-def color_matrix(mean_rgb, brightness=0.4, contrast=0.4, saturation=0.4, hue=0.1, p=0.8, p_gray=0.2, generator=None):
+def color_matrix(mean_rgb, brightness=0.4, contrast=0.4, saturation=0.4, hue=0.1, p=0.8,
+                 p_gray=0.2, generator=None):
     """Per-image affine colour transform `x' = A x + b` (A (N, 3, 3), b (N, 3)) on RGB in [0, 1]:
-    with probability `p` a colour jitter (brightness, contrast, saturation factors in [1-v, 1+v], hue shift in
-    [-hue, hue] turns; the four in one random order per batch), then grayscale with probability `p_gray`.
-    mean_rgb (N, 3): each image's mean colour (contrast blends towards its mean gray, as torchvision does)."""
+    with probability `p` a colour jitter (brightness, contrast, saturation factors in [1-v, 1+v],
+    hue shift in [-hue, hue] turns; the four in one random order per batch), then grayscale with
+    probability `p_gray`. mean_rgb (N, 3): each image's mean colour (contrast blends towards its
+    mean gray, as torchvision does)."""
     N, g = len(mean_rgb), generator
     on = torch.rand(N, generator=g) < p
     fac = lambda v: torch.where(on, 1 + (torch.rand(N, generator=g)*2 - 1)*v, torch.ones(N))
@@ -610,10 +704,12 @@ def color_matrix(mean_rgb, brightness=0.4, contrast=0.4, saturation=0.4, hue=0.1
         t = torch.zeros(N, 3)
         if op == 0: T = bf[:, None, None]*I
         elif op == 1:
-            m = ((A @ mean_rgb.float()[:, :, None])[..., 0] + b) @ w         # mean gray of the image so far
+            # mean gray of the image so far
+            m = ((A @ mean_rgb.float()[:, :, None])[..., 0] + b) @ w
             T, t = cf[:, None, None]*I, ((1 - cf)*m)[:, None].expand(N, 3)
         elif op == 2: T = sf[:, None, None]*I + (1 - sf)[:, None, None]*G
-        else: T = torch.where((hf != 0)[:, None, None], hue_matrix(hf), I)   # exact identity when not jittered
+        # exact identity when not jittered
+        else: T = torch.where((hf != 0)[:, None, None], hue_matrix(hf), I)
         A, b = T @ A, (T @ b[..., None])[..., 0] + t
     gr = (torch.rand(N, generator=g) < p_gray)[:, None]
     return torch.where(gr[..., None], G @ A, A), torch.where(gr, b @ G.T, b)
@@ -623,8 +719,10 @@ def apply_color(x, A, b):
     N, C, H, W = x.shape
     return torch.baddbmm(b[:, :, None], A, x.reshape(N, C, H*W)).reshape(N, C, H, W).clamp_(0, 1)
 
-def color_jitter(x, brightness=0.4, contrast=0.4, saturation=0.4, hue=0.1, p=0.8, p_gray=0.0, generator=None):
-    "Random colour jitter (and grayscale) of a batch `x` (N, 3, H, W) in [0, 1]; see `color_matrix`."
+def color_jitter(x, brightness=0.4, contrast=0.4, saturation=0.4, hue=0.1, p=0.8,
+                 p_gray=0.0, generator=None):
+    """Random colour jitter (and grayscale) of a batch `x` (N, 3, H, W) in [0, 1]; see
+    `color_matrix`."""
     A, b = color_matrix(x.mean((2, 3)), brightness, contrast, saturation, hue, p, p_gray, generator)
     return apply_color(x, A, b)
 
@@ -642,8 +740,9 @@ def denormalize(x, mean=IMAGENET_MEAN, std=IMAGENET_STD):
     return (x*x.new_tensor(std)[:, None, None] + x.new_tensor(mean)[:, None, None]).clamp(0, 1)
 
 def box_in_view(boxes, params, flipped, H, W):
-    """Where image boxes (N, 4) fractions land in crops `params` (N, 4) (i, j, h, w) of an H x W image, after a
-    horizontal flip where `flipped` (N,) -> (N, 4) fractions of the view, clipped; NaN where the box is not visible."""
+    """Where image boxes (N, 4) fractions land in crops `params` (N, 4) (i, j, h, w) of an H x W
+    image, after a horizontal flip where `flipped` (N,) -> (N, 4) fractions of the view, clipped;
+    NaN where the box is not visible."""
     b = torch.as_tensor(boxes, dtype=torch.float32).clone()
     i, j, h, w = params.to(torch.float32).unbind(1)
     x0, x1 = ((b[:, 0]*W - j)/w).clamp(0, 1), ((b[:, 2]*W - j)/w).clamp(0, 1)
@@ -656,9 +755,9 @@ def box_in_view(boxes, params, flipped, H, W):
 # %% ../nbs/00_data.ipynb #39ad3838
 @contextmanager
 def _one_thread():
-    """Run the block with one torch intra-op thread, then restore the setting. Batch building works on small
-    tensors; several threads per op cost more than they give, badly so when the cores are shared (fastai's
-    worker processes run single-threaded for the same reason)."""
+    """Run the block with one torch intra-op thread, then restore the setting. Batch building works
+    on small tensors; several threads per op cost more than they give, badly so when the cores are
+    shared (fastai's worker processes run single-threaded for the same reason)."""
     n = torch.get_num_threads()
     if n > 1: torch.set_num_threads(1)
     try: yield
@@ -666,53 +765,65 @@ def _one_thread():
         if n > 1: torch.set_num_threads(n)
 
 class ViewDataset(torch.utils.data.Dataset):
-    """Augmented, normalised views of an in-memory `ImageSet`, built for a whole batch at once by `get_batch`.
-    kind='mae':  ds[i] -> (x, y): RandomResizedCrop(scale) + flip (ContrastiveCrop when `boxes.use_box`).
-    kind='cmae': ds[i] -> (x1, x2, y): two independent views, each crop + flip + colour jitter + grayscale.
-    kind='eval': ds[i] -> (x, y): the full image, resized to `img_size` only (same item order as the ImageSet).
-    x: float32 (3, img_size, img_size) normalised with `mean`/`std`; y: long label (-1 = unlabelled).
-    `boxes`: the `BoxTable` a callback updates; `true_boxes`: annotated object boxes (N, 4), NaN where unknown."""
-    def __init__(self, images, kind='mae', img_size=64, scale=(0.2, 1.0), ratio=(3/4, 4/3), alpha=1.0, flip=True,
-                 color=None, jitter=(0.4, 0.4, 0.4, 0.1), p_jitter=0.8, p_gray=0.2, mean=IMAGENET_MEAN,
-                 std=IMAGENET_STD, boxes=None, use_box=False):
-        if kind not in ('mae', 'cmae', 'eval'): raise ValueError(f"kind: expected 'mae', 'cmae' or 'eval', got {kind!r}")
-        if not (0 < scale[0] <= scale[1] <= 1): raise ValueError(f"scale: expected 0 < lo <= hi <= 1, got {scale}")
+    """Augmented, normalised views of an in-memory `ImageSet`, built for a whole batch at once by
+    `get_batch`. kind='mae':  ds[i] -> (x, y): RandomResizedCrop(scale) + flip
+    (ContrastiveCrop when `boxes.use_box`). kind='cmae': ds[i] -> (x1, x2, y): two independent
+    views, each crop + flip + colour jitter + grayscale. kind='eval': ds[i] -> (x, y): the full
+    image, resized to `img_size` only (same item order as the ImageSet). x: float32
+    (3, img_size, img_size) normalised with `mean`/`std`; y: long label (-1 = unlabelled). `boxes`:
+    the `BoxTable` a callback updates; `true_boxes`: annotated object boxes (N, 4), NaN where
+    unknown."""
+    def __init__(self, images, kind='mae', img_size=64, scale=(0.2, 1.0), ratio=(3/4, 4/3),
+                 alpha=1.0, flip=True, color=None, jitter=(0.4, 0.4, 0.4, 0.1), p_jitter=0.8,
+                 p_gray=0.2, mean=IMAGENET_MEAN, std=IMAGENET_STD, boxes=None, use_box=False):
+        if kind not in ('mae', 'cmae', 'eval'):
+            raise ValueError(f"kind: expected 'mae', 'cmae' or 'eval', got {kind!r}")
+        if not (0 < scale[0] <= scale[1] <= 1):
+            raise ValueError(f"scale: expected 0 < lo <= hi <= 1, got {scale}")
         if boxes is not None and len(boxes) != len(images):
             raise ValueError(f"boxes: BoxTable has {len(boxes)} rows for {len(images)} images")
         self.images, self.kind, self.img_size = images, kind, int(img_size)
-        self.scale, self.ratio, self.alpha, self.flip = tuple(scale), tuple(ratio), alpha, flip and kind != 'eval'
+        self.scale, self.ratio = tuple(scale), tuple(ratio)
+        self.alpha, self.flip = alpha, flip and kind != 'eval'
         self.color = (kind == 'cmae') if color is None else (color and kind != 'eval')
-        self.jitter, self.p_jitter, self.p_gray, self.mean, self.std = jitter, p_jitter, p_gray, mean, std
+        self.jitter, self.p_jitter, self.p_gray = jitter, p_jitter, p_gray
+        self.mean, self.std = mean, std
         self.boxes = boxes if boxes is not None else BoxTable(len(images), use_box)
         self.n_views = 2 if kind == 'cmae' else 1
     n_inp = property(lambda self: self.n_views)
     true_boxes = property(lambda self: self.images.true_boxes)
     labels = property(lambda self: self.images.labels)
     classes = property(lambda self: self.images.classes)
-    use_box = property(lambda self: self.boxes.use_box, lambda self, v: setattr(self.boxes, 'use_box', v))
+    use_box = property(lambda self: self.boxes.use_box,
+                       lambda self, v: setattr(self.boxes, 'use_box', v))
     def __len__(self): return len(self.images)
     def __getitem__(self, i): return tuple(t[0] for t in self.get_batch([i]))
     def __repr__(self):
-        return f"ViewDataset({self.kind!r}, {len(self)} items, img_size={self.img_size}, color={self.color}, {self.boxes})"
+        return (f"ViewDataset({self.kind!r}, {len(self)} items, img_size={self.img_size}, "
+                f"color={self.color}, {self.boxes})")
 
     def _view(self, imgs, idxs, g):
         N, _, H, W = imgs.shape
         if self.kind == 'eval': params = torch.tensor([[0, 0, H, W]]).repeat(N, 1)
-        else: params = crop_params(H, W, self.boxes.t[idxs] if self.boxes.use_box else None, n=N, scale=self.scale,
-                                   ratio=self.ratio, alpha=self.alpha, generator=g)
-        flipped = (torch.rand(N, generator=g) < 0.5) if self.flip else torch.zeros(N, dtype=torch.bool)
+        else:
+            params = crop_params(H, W, self.boxes.t[idxs] if self.boxes.use_box else None, n=N,
+                                 scale=self.scale, ratio=self.ratio, alpha=self.alpha, generator=g)
+        flipped = ((torch.rand(N, generator=g) < 0.5) if self.flip
+                   else torch.zeros(N, dtype=torch.bool))
         if self.kind == 'eval' and H == W == self.img_size: x = imgs.to(torch.float32)
         else: x = resized_crops(imgs, params, self.img_size, flipped)         # float, still 0..255
         mean, std = x.new_tensor(self.mean)[:, None, None], x.new_tensor(self.std)[:, None, None]
         if self.color:
-            A, b = color_matrix(x.mean((2, 3))/255, *self.jitter, p=self.p_jitter, p_gray=self.p_gray, generator=g)
+            A, b = color_matrix(x.mean((2, 3))/255, *self.jitter, p=self.p_jitter,
+                                p_gray=self.p_gray, generator=g)
             x = apply_color(x, A/255, b).sub_(mean).div_(std)
         else: x = x.sub_(255*mean).div_(255*std)                             # = normalize(x/255)
         return x, dict(params=params, flipped=flipped)
 
     def get_batch(self, idxs, meta=False, generator=None):
-        """Views for items `idxs` -> (x, y) or (x1, x2, y), x: (B, 3, img_size, img_size); with meta=True also a list
-        (one per view) of dicts: `params` (B, 4) crops (i, j, h, w) in the cached image, `flipped` (B,)."""
+        """Views for items `idxs` -> (x, y) or (x1, x2, y), x: (B, 3, img_size, img_size); with
+        meta=True also a list (one per view) of dicts: `params` (B, 4) crops (i, j, h, w) in the
+        cached image, `flipped` (B,)."""
         idxs = torch.as_tensor(idxs, dtype=torch.long).flatten()
         imgs = self.images.images[idxs]
         views, metas = [], []
@@ -724,46 +835,56 @@ class ViewDataset(torch.utils.data.Dataset):
         return (out, metas) if meta else out
 
 def eval_view(ds, img_size=None):
-    "Un-augmented full-image view of the same items, in the same order as `ds` (for box refresh, probes, kNN)."
-    return ViewDataset(ds.images, 'eval', img_size or ds.img_size, mean=ds.mean, std=ds.std, boxes=ds.boxes)
+    """Un-augmented full-image view of the same items, in the same order as `ds` (for box refresh,
+    probes, kNN)."""
+    return ViewDataset(ds.images, 'eval', img_size or ds.img_size, mean=ds.mean,
+                       std=ds.std, boxes=ds.boxes)
 
 # %% ../nbs/00_data.ipynb #212e6d1b
 class ViewDataLoader(DataLoader):
-    """fastai `DataLoader` whose batches come from ONE vectorised `dataset.get_batch(idxs)` call per batch
-    (in the worker processes when num_workers > 0), instead of one item at a time plus collate."""
+    """fastai `DataLoader` whose batches come from ONE vectorised `dataset.get_batch(idxs)` call per
+    batch (in the worker processes when num_workers > 0), instead of one item at a time plus
+    collate."""
     def create_batches(self, samps):
         for idxs in self.chunkify(samps): yield self.dataset.get_batch(list(idxs))
-    def show_batch(self, b=None, max_n=8, **kwargs): return show_batch(self.dataset, n=max_n, **kwargs)
+    def show_batch(self, b=None, max_n=8, **kwargs):
+        return show_batch(self.dataset, n=max_n, **kwargs)
 
 def train_valid_split(path, size=64, valid_split='val', valid_pct=0.1, seed=0, max_bad=0.05):
-    """(train ImageSet, valid ImageSet or None, held_out) of the dataset at `path`. When a `valid_split` folder exists it IS the
-    validation set, and any problem in it stops here with its one-line error (it is never silently replaced); only without
-    one is a seeded random `valid_pct` of the training images held out (`held_out=True`; `valid_pct=0`: no valid set)."""
+    """(train ImageSet, valid ImageSet or None, held_out) of the dataset at `path`. When a
+    `valid_split` folder exists it IS the validation set, and any problem in it stops here with its
+    one-line error (it is never silently replaced); only without one is a seeded random `valid_pct`
+    of the training images held out (`held_out=True`; `valid_pct=0`: no valid set)."""
     train = decode_items(read_items(path, 'train'), size, max_bad=max_bad)
     if valid_split and (Path(path)/valid_split).is_dir():
         return train, decode_items(read_items(path, valid_split), size, max_bad=max_bad), False
     if not valid_pct: return train, None, False
     perm = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))
     nv = max(1, int(round(valid_pct*len(train))))
-    return train.subset(perm[nv:].sort().values, 'train'), train.subset(perm[:nv].sort().values, 'valid'), True
+    return (train.subset(perm[nv:].sort().values, 'train'),
+            train.subset(perm[:nv].sort().values, 'valid'), True)
 
 def pretrain_dataloaders(path=None, kind='cmae', img_size=64, bs=64, num_workers=0, cache_size=None,
-                         valid_split='val', valid_pct=0.1, seed=0, device=None, use_box=False, alpha=1.0,
-                         max_bad=0.05, images=None, **ds_kwargs):
-    """fastai `DataLoaders` (train shuffled with drop_last, valid in order) of `ViewDataset(kind)` views.
-    path: dataset folder (None: the embedded default dataset); images decoded once at `cache_size`
-    (default max(img_size, 64)). valid: the `valid_split` folder if present, else a seeded random `valid_pct` of train
-    (valid_pct=0: no valid DataLoader).
-    `images=(train, valid)` ImageSets skip the decoding. Batches: (x, y) for 'mae'/'eval', (x1, x2, y) for 'cmae'."""
+                         valid_split='val', valid_pct=0.1, seed=0, device=None, use_box=False,
+                         alpha=1.0, max_bad=0.05, images=None, **ds_kwargs):
+    """fastai `DataLoaders` (train shuffled with drop_last, valid in order) of `ViewDataset(kind)`
+    views. path: dataset folder (None: the embedded default dataset); images decoded once at
+    `cache_size` (default max(img_size, 64)). valid: the `valid_split` folder if present, else a
+    seeded random `valid_pct` of train (valid_pct=0: no valid DataLoader).
+    `images=(train, valid)` ImageSets skip the decoding. Batches: (x, y) for 'mae'/'eval',
+    (x1, x2, y) for 'cmae'."""
     if images is None:
         path = make_default_dataset() if path is None else path
-        images = train_valid_split(path, cache_size or max(img_size, 64), valid_split, valid_pct, seed, max_bad)[:2]
+        images = train_valid_split(path, cache_size or max(img_size, 64), valid_split,
+                                   valid_pct, seed, max_bad)[:2]
     train, valid = images
     device = default_device() if device is None else device
     mk = lambda ims: ViewDataset(ims, kind, img_size, alpha=alpha, use_box=use_box, **ds_kwargs)
-    dl = lambda ds, shuffle: ViewDataLoader(ds, bs=bs, shuffle=shuffle, drop_last=shuffle and len(ds) >= bs,
+    dl = lambda ds, shuffle: ViewDataLoader(ds, bs=bs, shuffle=shuffle,
+                                            drop_last=shuffle and len(ds) >= bs,
                                             num_workers=num_workers, device=device)
-    loaders = [dl(mk(train), kind != 'eval')] + ([dl(mk(valid), False)] if valid is not None else [])
+    loaders = ([dl(mk(train), kind != 'eval')]
+               + ([dl(mk(valid), False)] if valid is not None else []))
     return DataLoaders(*loaders, path=path or '.', device=device)
 
 def mae_dataloaders(path=None, **kwargs):
@@ -771,16 +892,20 @@ def mae_dataloaders(path=None, **kwargs):
     return pretrain_dataloaders(path, kind='mae', **kwargs)
 
 def cmae_dataloaders(path=None, **kwargs):
-    "DataLoaders for CMAE pretraining: batches (x1, x2, y), two independent (Contrastive)Crop + jitter views."
+    """DataLoaders for CMAE pretraining: batches (x1, x2, y), two independent (Contrastive)Crop +
+    jitter views."""
     return pretrain_dataloaders(path, kind='cmae', **kwargs)
 
 def eval_dataloaders(path=None, **kwargs):
-    "DataLoaders of un-augmented full-image views (train and valid in order): for probes, kNN and heatmaps."
+    """DataLoaders of un-augmented full-image views (train and valid in order): for probes, kNN and
+    heatmaps."""
     return pretrain_dataloaders(path, kind='eval', **kwargs)
 
 def eval_dataloader(ds, bs=256, num_workers=0, device=None, img_size=None):
-    "One ordered DataLoader over `eval_view(ds)`: same items and order as the pretraining dataset `ds`."
-    return ViewDataLoader(eval_view(ds, img_size), bs=bs, shuffle=False, drop_last=False, num_workers=num_workers,
+    """One ordered DataLoader over `eval_view(ds)`: same items and order as the pretraining dataset
+    `ds`."""
+    return ViewDataLoader(eval_view(ds, img_size), bs=bs, shuffle=False, drop_last=False,
+                          num_workers=num_workers,
                           device=default_device() if device is None else device)
 
 # %% ../nbs/00_data.ipynb #e8cf83f5
@@ -788,11 +913,13 @@ def _draw_box(ax, b, S, color, ls='-'):
     import matplotlib.patches as patches
     if torch.isnan(b).any(): return
     x0, y0, x1, y1 = (float(v)*S for v in b)
-    ax.add_patch(patches.Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, color=color, lw=1.5, ls=ls))
+    ax.add_patch(patches.Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False,
+                                   color=color, lw=1.5, ls=ls))
 
 def show_batch(ds, n=8, idxs=None, boxes=True, seed=0, title=True):
-    """Draw `n` items of `ViewDataset` `ds` (rows: view 1, view 2, ...), with the annotated object box (lime)
-    and, when `use_box` is on, the ContrastiveCrop box (yellow, dashed), both mapped into each view."""
+    """Draw `n` items of `ViewDataset` `ds` (rows: view 1, view 2, ...), with the annotated object
+    box (lime) and, when `use_box` is on, the ContrastiveCrop box (yellow, dashed), both mapped into
+    each view."""
     import matplotlib.pyplot as plt
     ds = getattr(ds, 'dataset', ds)
     g = torch.Generator().manual_seed(seed)
@@ -801,17 +928,21 @@ def show_batch(ds, n=8, idxs=None, boxes=True, seed=0, title=True):
     out, metas = ds.get_batch(idxs, meta=True, generator=g)
     H, W = ds.images.images.shape[-2:]
     S = ds.img_size
-    fig, axs = plt.subplots(ds.n_views, n, figsize=(1.15*n, 1.25*ds.n_views + 0.1), dpi=72, squeeze=False)
+    fig, axs = plt.subplots(ds.n_views, n,
+                            figsize=(1.15*n, 1.25*ds.n_views + 0.1), dpi=72, squeeze=False)
     for v in range(ds.n_views):
         tb = box_in_view(ds.true_boxes[idxs], metas[v]['params'], metas[v]['flipped'], H, W)
         cb = box_in_view(ds.boxes.t[idxs], metas[v]['params'], metas[v]['flipped'], H, W)
         for k in range(n):
             ax = axs[v, k]
-            ax.imshow(denormalize(out[v][k], ds.mean, ds.std).permute(1, 2, 0).numpy()); ax.axis('off')
+            ax.imshow(denormalize(out[v][k], ds.mean, ds.std).permute(1, 2, 0).numpy())
+            ax.axis('off')
             if boxes:
                 _draw_box(ax, tb[k], S, 'lime')
                 if ds.use_box: _draw_box(ax, cb[k], S, 'yellow', '--')
-            if title and v == 0 and int(out[-1][k]) >= 0: ax.set_title(str(ds.classes[int(out[-1][k])])[:14], fontsize=6)
-        if ds.n_views > 1: axs[v, 0].text(-4, S/2, f"view {v+1}", rotation=90, va='center', ha='right', fontsize=7)
+            if title and v == 0 and int(out[-1][k]) >= 0:
+                ax.set_title(str(ds.classes[int(out[-1][k])])[:14], fontsize=6)
+        if ds.n_views > 1:
+            axs[v, 0].text(-4, S/2, f"view {v+1}", rotation=90, va='center', ha='right', fontsize=7)
     plt.tight_layout(pad=0.2)
     return fig

@@ -19,11 +19,13 @@ __all__ = ['BLOCK_KINDS', 'DECODERS', 'PAPER_DECODER_STUDY', 'unshuffle', 'MlpBl
 def unshuffle(x, mask_token, ids_restore):
     """Append mask tokens and put every token back at its patch position (MAE's decoder unshuffle).
     x: (N, 1+l, D), cls first, then the l visible tokens in the encoder's (shuffled) order;
-    mask_token: (1, 1, D); ids_restore: (N, L) long -> (N, 1+L, D), cls first, patches in image order."""
+    mask_token: (1, 1, D); ids_restore: (N, L) long -> (N, 1+L, D), cls first, patches in image
+    order."""
     N, L = ids_restore.shape
     n_vis = x.shape[1] - 1
     if not 0 <= n_vis <= L:
-        raise ValueError(f"x has {n_vis} visible tokens (after cls) but ids_restore has L={L} patches")
+        raise ValueError(f"x has {n_vis} visible tokens (after cls) but ids_restore "
+                         f"has L={L} patches")
     mask_tokens = mask_token.to(x.dtype).expand(N, L - n_vis, -1)
     x_ = take_tokens(torch.cat([x[:, 1:], mask_tokens], dim=1), ids_restore)
     return torch.cat([x[:, :1], x_], dim=1)
@@ -32,7 +34,8 @@ def unshuffle(x, mask_token, ids_restore):
 def _pair(x): return (x, x) if isinstance(x, int) else tuple(x)
 
 class MlpBlock(nn.Module):
-    "A transformer block without attention, `x + mlp(norm(x))`, applied to each token on its own. x: (N, T, D) -> (N, T, D)."
+    """A transformer block without attention, `x + mlp(norm(x))`, applied to each token on its own.
+    x: (N, T, D) -> (N, T, D)."""
     def __init__(self, dim, mlp_ratio=4.):
         super().__init__()
         self.norm = nn.LayerNorm(dim, eps=1e-6)
@@ -43,7 +46,8 @@ class MlpBlock(nn.Module):
 class ConvBlock(nn.Module):
     """3x3 convolution (stride 1, padding 1, `dim` channels) on the patch grid.
     x: (N, n_prefix + h*w, D), prefix (cls) tokens first and passed through unchanged -> same shape.
-    residual=True: `x + conv(gelu(norm(x)))` (pre-norm, pre-activation); residual=False: `gelu(conv(x))`."""
+    residual=True: `x + conv(gelu(norm(x)))` (pre-norm, pre-activation); residual=False:
+    `gelu(conv(x))`."""
     def __init__(self, dim, grid_size, *, n_prefix=1, residual=True):
         super().__init__()
         self.grid_size, self.n_prefix, self.residual = _pair(grid_size), n_prefix, residual
@@ -54,7 +58,8 @@ class ConvBlock(nn.Module):
     def forward(self, x):
         prefix, t = x[:, :self.n_prefix], x[:, self.n_prefix:]
         (h, w), (N, L, D) = self.grid_size, t.shape
-        if L != h * w: raise ValueError(f"ConvBlock: got {L} patch tokens, grid_size {h}x{w} needs {h * w}")
+        if L != h * w:
+            raise ValueError(f"ConvBlock: got {L} patch tokens, grid_size {h}x{w} needs {h * w}")
         y = self.norm(t).transpose(1, 2).reshape(N, D, h, w)
         y = self.conv(self.act(y)) if self.residual else self.act(self.conv(y))
         y = y.flatten(2).transpose(1, 2)
@@ -64,7 +69,8 @@ class ConvBlock(nn.Module):
 BLOCK_KINDS = ('attn', 'mlp', 'conv')
 
 def make_block(kind, dim, *, num_heads=16, mlp_ratio=4., grid_size=None, residual=True):
-    "One decoder block: 'attn' = transformer `Block`, 'mlp' = `MlpBlock`, 'conv' = `ConvBlock` on `grid_size`."
+    """One decoder block: 'attn' = transformer `Block`, 'mlp' = `MlpBlock`, 'conv' = `ConvBlock` on
+    `grid_size`."""
     if kind == 'attn': return Block(dim, num_heads, mlp_ratio=mlp_ratio, qkv_bias=True)
     if kind == 'mlp': return MlpBlock(dim, mlp_ratio)
     if kind == 'conv': return ConvBlock(dim, grid_size, residual=residual)
@@ -72,12 +78,14 @@ def make_block(kind, dim, *, num_heads=16, mlp_ratio=4., grid_size=None, residua
 
 class MaeDecoder(nn.Module):
     """MAE-style decoder whose blocks are given by `kinds` (a sequence of 'attn' / 'mlp' / 'conv').
-    forward(x: (N, 1+l, embed_dim) encoder output with cls first, ids_restore: (N, L)) -> pred (N, L, p*p*in_chans)."""
-    def __init__(self, kinds, *, embed_dim, grid_size, patch_size, in_chans=3, dim=512, num_heads=16,
-                 mlp_ratio=4., residual=True):
+    forward(x: (N, 1+l, embed_dim) encoder output with cls first, ids_restore: (N, L)) -> pred
+    (N, L, p*p*in_chans)."""
+    def __init__(self, kinds, *, embed_dim, grid_size, patch_size, in_chans=3, dim=512,
+                 num_heads=16, mlp_ratio=4., residual=True):
         super().__init__()
         kinds = tuple(kinds)
-        if dim % 4: raise ValueError(f"dim={dim} must be divisible by 4 (2D sin-cos position embedding)")
+        if dim % 4:
+            raise ValueError(f"dim={dim} must be divisible by 4 (2D sin-cos position embedding)")
         if 'attn' in kinds and dim % num_heads:
             raise ValueError(f"dim={dim} must be divisible by num_heads={num_heads}")
         self.kinds, self.dim, self.depth, self.embed_dim = kinds, dim, len(kinds), embed_dim
@@ -86,15 +94,18 @@ class MaeDecoder(nn.Module):
         self.embed = nn.Linear(embed_dim, dim)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, dim))
         pe = get_2d_sincos_pos_embed(dim, self.grid_size, cls_token=True)
-        self.pos_embed = nn.Parameter(torch.as_tensor(pe, dtype=torch.float32).unsqueeze(0), requires_grad=False)
+        self.pos_embed = nn.Parameter(torch.as_tensor(pe, dtype=torch.float32).unsqueeze(0),
+                                      requires_grad=False)
         self.blocks = nn.ModuleList([make_block(k, dim, num_heads=num_heads, mlp_ratio=mlp_ratio,
-                                                grid_size=self.grid_size, residual=residual) for k in kinds])
+                                                grid_size=self.grid_size, residual=residual)
+                                     for k in kinds])
         self.norm = nn.LayerNorm(dim, eps=1e-6)
         self.pred = nn.Linear(dim, patch_size ** 2 * in_chans)
         self.initialize_weights()
 
     def initialize_weights(self):
-        "MAE's init: mask token normal(.02), Linear xavier_uniform with zero bias, LayerNorm weight 1 bias 0."
+        """MAE's init: mask token normal(.02), Linear xavier_uniform with zero bias, LayerNorm
+        weight 1 bias 0."""
         nn.init.normal_(self.mask_token, std=.02)
         for m in self.modules():
             if isinstance(m, nn.Linear):
@@ -105,17 +116,20 @@ class MaeDecoder(nn.Module):
 
     def forward(self, x, ids_restore):
         if ids_restore.shape[1] != self.num_patches:
-            raise ValueError(f"ids_restore has {ids_restore.shape[1]} patches, decoder grid has {self.num_patches}")
+            raise ValueError(f"ids_restore has {ids_restore.shape[1]} patches, decoder grid has "
+                             f"{self.num_patches}")
         x = unshuffle(self.embed(x), self.mask_token, ids_restore) + self.pos_embed.to(x.dtype)
         for blk in self.blocks: x = blk(x)
         return self.pred(self.norm(x))[:, 1:]
 
 # %% ../nbs/03_decoders.ipynb #d160b59d
 def hybrid_kinds(depth, middle, outer=None):
-    "Block kinds of a hybrid decoder: `outer` 'attn' blocks at each end (default max(1, depth // 4)), `middle` between."
+    """Block kinds of a hybrid decoder: `outer` 'attn' blocks at each end (default max(1, depth //
+    4)), `middle` between."""
     outer = max(1, depth // 4) if outer is None else outer
     if outer < 0 or depth - 2 * outer < 1:
-        raise ValueError(f"hybrid decoder: depth={depth} with outer={outer} attn blocks kept at each end leaves no middle block")
+        raise ValueError(f"hybrid decoder: depth={depth} with outer={outer} attn blocks kept at "
+                         "each end leaves no middle block")
     return ['attn'] * outer + [middle] * (depth - 2 * outer) + ['attn'] * outer
 
 def _check_depth(depth):
@@ -136,22 +150,28 @@ class ConvDecoder(MaeDecoder):
 
 class HybridMlpDecoder(MaeDecoder):
     "Transformer decoder whose middle blocks are `MlpBlock`s; `outer` attn blocks kept at each end."
-    def __init__(self, *, depth=8, outer=None, **kw): super().__init__(hybrid_kinds(depth, 'mlp', outer), **kw)
+    def __init__(self, *, depth=8, outer=None, **kw):
+        super().__init__(hybrid_kinds(depth, 'mlp', outer), **kw)
 
 class HybridConvDecoder(MaeDecoder):
-    "Transformer decoder whose middle blocks are `ConvBlock`s; `outer` attn blocks kept at each end."
-    def __init__(self, *, depth=8, outer=None, **kw): super().__init__(hybrid_kinds(depth, 'conv', outer), **kw)
+    """Transformer decoder whose middle blocks are `ConvBlock`s; `outer` attn blocks kept at each
+    end."""
+    def __init__(self, *, depth=8, outer=None, **kw):
+        super().__init__(hybrid_kinds(depth, 'conv', outer), **kw)
 
 DECODERS = {'transformer': TransformerDecoder, 'mlp': MlpDecoder, 'conv': ConvDecoder,
             'hybrid_mlp': HybridMlpDecoder, 'hybrid_conv': HybridConvDecoder}
 
-def create_decoder(name, *, embed_dim, grid_size, patch_size, in_chans=3, dim=512, depth=8, num_heads=16,
-                   mlp_ratio=4., **kwargs):
-    """Decoder `name` from `DECODERS` for an encoder of width `embed_dim` on a `grid_size` patch grid.
-    Extra kwargs: `outer` (hybrids), `residual` (conv blocks). Returns a module with forward(x, ids_restore) -> (N, L, p*p*C)."""
-    if name not in DECODERS: raise ValueError(f"decoder name={name!r} unknown; choose one of {list(DECODERS)}")
-    return DECODERS[name](embed_dim=embed_dim, grid_size=grid_size, patch_size=patch_size, in_chans=in_chans,
-                          dim=dim, depth=depth, num_heads=num_heads, mlp_ratio=mlp_ratio, **kwargs)
+def create_decoder(name, *, embed_dim, grid_size, patch_size, in_chans=3, dim=512, depth=8,
+                   num_heads=16, mlp_ratio=4., **kwargs):
+    """Decoder `name` from `DECODERS` for an encoder of width `embed_dim` on a `grid_size` patch
+    grid. Extra kwargs: `outer` (hybrids), `residual` (conv blocks). Returns a module with
+    forward(x, ids_restore) -> (N, L, p*p*C)."""
+    if name not in DECODERS:
+        raise ValueError(f"decoder name={name!r} unknown; choose one of {list(DECODERS)}")
+    return DECODERS[name](embed_dim=embed_dim, grid_size=grid_size, patch_size=patch_size,
+                          in_chans=in_chans, dim=dim, depth=depth, num_heads=num_heads,
+                          mlp_ratio=mlp_ratio, **kwargs)
 
 # %% ../nbs/03_decoders.ipynb #e5d4e810
 _CPU_SDPA = getattr(torch.ops.aten, '_scaled_dot_product_flash_attention_for_cpu', None)
@@ -160,9 +180,11 @@ def _sdpa_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kw
     return sdpa_flop_count(query_shape, key_shape, value_shape)
 
 def count_flops(fn, *args, **kwargs) -> int:
-    "FLOPs (2 per multiply-add; matmul, conv, attention) of `fn(*args, **kwargs)`, run under no_grad."
+    """FLOPs (2 per multiply-add; matmul, conv, attention) of `fn(*args, **kwargs)`, run under
+    no_grad."""
     mapping = {_CPU_SDPA: _sdpa_flops} if _CPU_SDPA is not None else {}
-    with torch.no_grad(), FlopCounterMode(display=False, custom_mapping=mapping) as fc: fn(*args, **kwargs)
+    with torch.no_grad(), FlopCounterMode(display=False, custom_mapping=mapping) as fc:
+        fn(*args, **kwargs)
     return fc.get_total_flops()
 
 def count_params(module, trainable_only=False) -> int:
@@ -170,10 +192,12 @@ def count_params(module, trainable_only=False) -> int:
     return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
 
 def decoder_flops(decoder, mask_ratio=0.75) -> int:
-    "FLOPs of `decoder` for one image whose encoder kept int(L * (1 - mask_ratio)) patch tokens (plus cls)."
+    """FLOPs of `decoder` for one image whose encoder kept int(L * (1 - mask_ratio)) patch tokens
+    (plus cls)."""
     L = decoder.num_patches
     w = decoder.embed.weight
-    x = torch.zeros(1, 1 + int(L * (1 - mask_ratio)), decoder.embed_dim, device=w.device, dtype=w.dtype)
+    x = torch.zeros(1, 1 + int(L * (1 - mask_ratio)), decoder.embed_dim,
+                    device=w.device, dtype=w.dtype)
     return count_flops(decoder, x, torch.randperm(L, device=w.device)[None])
 
 def _short_kinds(kinds):
@@ -184,21 +208,28 @@ def _short_kinds(kinds):
         else: out.append([k, 1])
     return ' '.join(f'{k[0].upper()}{n}' for k, n in out) or '-'
 
-def decoder_stats(name, *, embed_dim, img_size, patch_size, in_chans=3, mask_ratio=0.75, **kwargs) -> dict:
-    "One row of the decoder table: block layout, parameter counts and per-image FLOPs of `create_decoder(name, ...)`."
+def decoder_stats(name, *, embed_dim, img_size, patch_size, in_chans=3,
+                  mask_ratio=0.75, **kwargs) -> dict:
+    """One row of the decoder table: block layout, parameter counts and per-image FLOPs of
+    `create_decoder(name, ...)`."""
     grid = tuple(s // patch_size for s in _pair(img_size))
     with torch.device('meta'):   # shapes only: no memory, no init cost, FLOPs counted all the same
-        dec = create_decoder(name, embed_dim=embed_dim, grid_size=grid, patch_size=patch_size, in_chans=in_chans, **kwargs)
+        dec = create_decoder(name, embed_dim=embed_dim, grid_size=grid, patch_size=patch_size,
+                             in_chans=in_chans, **kwargs)
     return dict(decoder=name, dim=dec.dim, depth=dec.depth, blocks=_short_kinds(dec.kinds),
-                params_M=count_params(dec) / 1e6, trainable_M=count_params(dec, trainable_only=True) / 1e6,
+                params_M=count_params(dec) / 1e6,
+                trainable_M=count_params(dec, trainable_only=True) / 1e6,
                 GFLOPs=decoder_flops(dec, mask_ratio) / 1e9)
 
 PAPER_DECODER_STUDY = ([('transformer', dict(dim=512, depth=d)) for d in (8, 6, 4, 2)]
                        + [('transformer', dict(dim=w, depth=8)) for w in (256, 128, 64)]
-                       + [(n, dict(dim=512, depth=8)) for n in ('mlp', 'conv', 'hybrid_mlp', 'hybrid_conv')])
+                       + [(n, dict(dim=512, depth=8))
+                          for n in ('mlp', 'conv', 'hybrid_mlp', 'hybrid_conv')])
 
-def decoder_table(configs=PAPER_DECODER_STUDY, *, embed_dim=768, img_size=224, patch_size=16, **kwargs):
+def decoder_table(configs=PAPER_DECODER_STUDY, *, embed_dim=768, img_size=224,
+                  patch_size=16, **kwargs):
     "A pandas DataFrame of `decoder_stats` for each (name, kwargs) in `configs`."
     import pandas as pd
-    return pd.DataFrame([decoder_stats(n, embed_dim=embed_dim, img_size=img_size, patch_size=patch_size, **kwargs, **kw)
+    return pd.DataFrame([decoder_stats(n, embed_dim=embed_dim, img_size=img_size,
+                                       patch_size=patch_size, **kwargs, **kw)
                          for n, kw in configs])

@@ -19,12 +19,14 @@ __all__ = ['MAE_HEADS', 'TIMM_PRESETS', 'official_to_course_key', 'course_to_off
            'export_official_mae', 'timm_config', 'export_timm']
 
 # %% ../nbs/05_interop.ipynb #8ffdd57e
-_DEC_MAP = {'mask_token': 'decoder.mask_token', 'decoder_pos_embed': 'decoder.pos_embed', 'decoder_embed': 'decoder.embed',
-            'decoder_blocks': 'decoder.blocks', 'decoder_norm': 'decoder.norm', 'decoder_pred': 'decoder.pred'}
+_DEC_MAP = {'mask_token': 'decoder.mask_token', 'decoder_pos_embed': 'decoder.pos_embed',
+            'decoder_embed': 'decoder.embed', 'decoder_blocks': 'decoder.blocks',
+            'decoder_norm': 'decoder.norm', 'decoder_pred': 'decoder.pred'}
 _DEC_INV = {v: k for k, v in _DEC_MAP.items()}
 
 def official_to_course_key(key: str) -> str:
-    "'decoder_blocks.3.attn.qkv.weight' -> 'decoder.blocks.3.attn.qkv.weight'; encoder keys get 'encoder.' in front."
+    """'decoder_blocks.3.attn.qkv.weight' -> 'decoder.blocks.3.attn.qkv.weight'; encoder keys get
+    'encoder.' in front."""
     head, dot, rest = key.partition('.')
     return _DEC_MAP[head] + dot + rest if head in _DEC_MAP else 'encoder.' + key
 
@@ -46,25 +48,32 @@ def _depth(sd, prefix):
     return 1 + max((int(m[1]) for k in sd if (m := re.match(rf'{prefix}\.(\d+)\.', k))), default=-1)
 
 def official_encoder_config(sd, num_heads=None) -> dict:
-    "ViT kwargs (img_size, patch_size, in_chans, embed_dim, depth, num_heads, mlp_ratio) from an official MAE state dict."
+    """ViT kwargs (img_size, patch_size, in_chans, embed_dim, depth, num_heads, mlp_ratio) from an
+    official MAE state dict."""
     _need(sd, ['patch_embed.proj.weight', 'pos_embed'], 'checkpoint')
     D, C, p, p2 = sd['patch_embed.proj.weight'].shape
     L = sd['pos_embed'].shape[1] - 1
     g = int(round(L ** .5))
-    if p != p2 or g * g != L: raise ValueError(f"checkpoint: expected square patches and a square grid, got patch {p}x{p2}, {L} patches")
+    if p != p2 or g * g != L:
+        raise ValueError("checkpoint: expected square patches and a square grid, got patch "
+                         f"{p}x{p2}, {L} patches")
     depth = _depth(sd, 'blocks')
     if depth < 1: raise ValueError("checkpoint: no 'blocks.N.*' keys found")
     _need(sd, ['blocks.0.mlp.fc1.weight'], 'checkpoint')
     if num_heads is None:
-        if D not in MAE_HEADS: raise ValueError(f"checkpoint: embed dim {D} is not an MAE preset {list(MAE_HEADS)}; pass num_heads=")
+        if D not in MAE_HEADS:
+            raise ValueError(f"checkpoint: embed dim {D} is not an MAE preset {list(MAE_HEADS)}; "
+                             "pass num_heads=")
         num_heads = MAE_HEADS[D]
-    return dict(img_size=g * p, patch_size=p, in_chans=C, embed_dim=D, depth=depth, num_heads=num_heads,
-                mlp_ratio=sd['blocks.0.mlp.fc1.weight'].shape[0] / D)
+    return dict(img_size=g * p, patch_size=p, in_chans=C, embed_dim=D, depth=depth,
+                num_heads=num_heads, mlp_ratio=sd['blocks.0.mlp.fc1.weight'].shape[0] / D)
 
 def official_mae_config(sd, num_heads=None, decoder_num_heads=None) -> dict:
-    "`official_encoder_config` plus decoder_dim, decoder_depth, decoder_num_heads (default 16), decoder_mlp_ratio."
+    """`official_encoder_config` plus decoder_dim, decoder_depth, decoder_num_heads (default 16),
+    decoder_mlp_ratio."""
     cfg = official_encoder_config(sd, num_heads)
-    _need(sd, ['decoder_embed.weight', 'decoder_pred.weight', 'decoder_blocks.0.mlp.fc1.weight'], 'checkpoint (full MAE; for encoder-only files use load_official_encoder)')
+    _need(sd, ['decoder_embed.weight', 'decoder_pred.weight', 'decoder_blocks.0.mlp.fc1.weight'],
+          'checkpoint (full MAE; for encoder-only files use load_official_encoder)')
     dd = sd['decoder_embed.weight'].shape[0]
     return dict(cfg, decoder_dim=dd, decoder_depth=_depth(sd, 'decoder_blocks'),
                 decoder_num_heads=16 if decoder_num_heads is None else decoder_num_heads,
@@ -72,26 +81,30 @@ def official_mae_config(sd, num_heads=None, decoder_num_heads=None) -> dict:
 
 # %% ../nbs/05_interop.ipynb #9d0360d4
 def read_state_dict(path) -> dict:
-    "Tensors of a checkpoint file (`{'model': state_dict}` as MAE writes it, or a bare state dict); never runs code from it."
+    """Tensors of a checkpoint file (`{'model': state_dict}` as MAE writes it, or a bare state
+    dict); never runs code from it."""
     path = Path(path)
     if not path.is_file(): raise FileNotFoundError(f"checkpoint path {str(path)!r} does not exist")
     try:
-        with torch.serialization.safe_globals([argparse.Namespace]):    # MAE's training checkpoints carry their 'args'
+        # MAE's training checkpoints carry their 'args'
+        with torch.serialization.safe_globals([argparse.Namespace]):
             ckpt = torch.load(path, map_location='cpu', weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, AttributeError, TypeError) as e:
         found = re.search(r'Unsupported (global|operand)[^\n.]*', str(e))
         why = found[0].strip() if found else (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise ValueError(f"checkpoint {str(path)!r} refused by torch.load(weights_only=True), which never runs code "
-                         f"from a file: {why}") from None
+        raise ValueError(f"checkpoint {str(path)!r} refused by torch.load(weights_only=True), "
+                         f"which never runs code from a file: {why}") from None
     sd = ckpt['model'] if isinstance(ckpt, dict) and 'model' in ckpt else ckpt
-    if not isinstance(sd, dict) or not sd or not all(isinstance(k, str) and torch.is_tensor(v) for k, v in sd.items()):
-        raise ValueError(f"checkpoint {str(path)!r}: expected a state dict (or {{'model': state_dict}}) of named tensors")
+    if (not isinstance(sd, dict) or not sd
+            or not all(isinstance(k, str) and torch.is_tensor(v) for k, v in sd.items())):
+        raise ValueError(f"checkpoint {str(path)!r}: expected a state dict (or {{'model': "
+                         f"state_dict}}) of named tensors")
     return sd
 
 def load_strict(model, sd, *, rename=None, unrename=None, what='checkpoint'):
-    """Load `sd` into `model` with every key accounted for. `rename` maps the file's key names to the model's,
-    `unrename` back (both default to identity). Raises one ValueError listing missing keys, unexpected keys and
-    shape mismatches, all in the file's naming."""
+    """Load `sd` into `model` with every key accounted for. `rename` maps the file's key names to
+    the model's, `unrename` back (both default to identity). Raises one ValueError listing missing
+    keys, unexpected keys and shape mismatches, all in the file's naming."""
     rename, unrename = rename or (lambda k: k), unrename or (lambda k: k)
     own = model.state_dict()
     ours = {rename(k): v for k, v in sd.items()}
@@ -100,31 +113,38 @@ def load_strict(model, sd, *, rename=None, unrename=None, what='checkpoint'):
     shapes = [f"{k} {tuple(v.shape)} vs {tuple(own[rename(k)].shape)}" for k, v in sd.items()
               if rename(k) in own and v.shape != own[rename(k)].shape]
     problems = [f"{label} {items}" for label, items in
-                [('missing keys', missing), ('unexpected keys', unexpected), ('shape mismatches', shapes)] if items]
+                [('missing keys', missing), ('unexpected keys', unexpected),
+                 ('shape mismatches', shapes)] if items]
     if problems: raise ValueError(f"{what}: " + '; '.join(problems))
     model.load_state_dict(ours, strict=True)
     return model
 
 # %% ../nbs/05_interop.ipynb #f8dca223
-def _what(kind, path): return f"{kind} checkpoint {'<dict>' if isinstance(path, dict) else repr(str(path))}"
+def _what(kind, path):
+    return f"{kind} checkpoint {'<dict>' if isinstance(path, dict) else repr(str(path))}"
 
 def load_official_mae(path, *, num_heads=None, decoder_num_heads=None, norm_pix_loss=False) -> MAE:
-    """Build the `MAE` that matches a facebookresearch/mae checkpoint (file path, or an already loaded state dict)
-    and load it strictly. num_heads: default from `MAE_HEADS`; decoder_num_heads: default 16 (as every MAE model).
-    norm_pix_loss is a training flag, not stored in the checkpoint: pass the one the model was trained with."""
+    """Build the `MAE` that matches a facebookresearch/mae checkpoint (file path, or an already
+    loaded state dict) and load it strictly. num_heads: default from `MAE_HEADS`; decoder_num_heads:
+    default 16 (as every MAE model). norm_pix_loss is a training flag, not stored in the checkpoint:
+    pass the one the model was trained with."""
     sd = path if isinstance(path, dict) else read_state_dict(path)
     cfg = official_mae_config(sd, num_heads=num_heads, decoder_num_heads=decoder_num_heads)
-    enc = ViT(img_size=cfg['img_size'], patch_size=cfg['patch_size'], in_chans=cfg['in_chans'], embed_dim=cfg['embed_dim'],
-              depth=cfg['depth'], num_heads=cfg['num_heads'], mlp_ratio=cfg['mlp_ratio'])
-    dec = create_decoder('transformer', embed_dim=cfg['embed_dim'], grid_size=enc.grid_size, patch_size=cfg['patch_size'],
-                         in_chans=cfg['in_chans'], dim=cfg['decoder_dim'], depth=cfg['decoder_depth'],
+    enc = ViT(img_size=cfg['img_size'], patch_size=cfg['patch_size'], in_chans=cfg['in_chans'],
+              embed_dim=cfg['embed_dim'], depth=cfg['depth'], num_heads=cfg['num_heads'],
+              mlp_ratio=cfg['mlp_ratio'])
+    dec = create_decoder('transformer', embed_dim=cfg['embed_dim'], grid_size=enc.grid_size,
+                         patch_size=cfg['patch_size'], in_chans=cfg['in_chans'],
+                         dim=cfg['decoder_dim'], depth=cfg['decoder_depth'],
                          num_heads=cfg['decoder_num_heads'], mlp_ratio=cfg['decoder_mlp_ratio'])
     model = MAE(enc, dec, norm_pix_loss=norm_pix_loss)
-    return load_strict(model, sd, rename=official_to_course_key, unrename=course_to_official_key, what=_what('MAE', path))
+    return load_strict(model, sd, rename=official_to_course_key,
+                       unrename=course_to_official_key, what=_what('MAE', path))
 
 def load_official_encoder(path, *, num_heads=None) -> ViT:
-    """The encoder alone from an official MAE checkpoint (e.g. the released encoder-only `mae_pretrain_vit_*.pth`).
-    Decoder keys, if present, are ignored; every encoder key must be there and nothing else."""
+    """The encoder alone from an official MAE checkpoint (e.g. the released encoder-only
+    `mae_pretrain_vit_*.pth`). Decoder keys, if present, are ignored; every encoder key must be
+    there and nothing else."""
     sd = path if isinstance(path, dict) else read_state_dict(path)
     sd = {k: v for k, v in sd.items() if official_to_course_key(k).startswith('encoder.')}
     cfg = official_encoder_config(sd, num_heads=num_heads)
@@ -133,29 +153,37 @@ def load_official_encoder(path, *, num_heads=None) -> ViT:
 def export_official_mae(model) -> dict:
     "`{'model': state_dict}` of a transformer-decoder `MAE` in facebookresearch/mae's key names."
     if any(k != 'attn' for k in model.decoder.kinds):
-        raise ValueError(f"only transformer decoders exist in official MAE, this one has blocks {model.decoder.kinds}")
-    return {'model': {course_to_official_key(k): v.detach().clone() for k, v in model.state_dict().items()}}
+        raise ValueError("only transformer decoders exist in official MAE, this one has blocks "
+                         f"{model.decoder.kinds}")
+    return {'model': {course_to_official_key(k): v.detach().clone()
+                      for k, v in model.state_dict().items()}}
 
 # %% ../nbs/05_interop.ipynb #f95282d6
-TIMM_PRESETS = {192: 'vit_tiny_patch16_224', 384: 'vit_small_patch16_224', 768: 'vit_base_patch16_224',
-                1024: 'vit_large_patch16_224', 1280: 'vit_huge_patch14_224'}
+TIMM_PRESETS = {192: 'vit_tiny_patch16_224', 384: 'vit_small_patch16_224',
+                768: 'vit_base_patch16_224', 1024: 'vit_large_patch16_224',
+                1280: 'vit_huge_patch14_224'}
 
 def timm_config(encoder) -> tuple[str, dict]:
-    "(model name, kwargs) for `timm.create_model(name, **kwargs)` giving the same architecture as `encoder` (a `ViT`)."
+    """(model name, kwargs) for `timm.create_model(name, **kwargs)` giving the same architecture as
+    `encoder` (a `ViT`)."""
     blk = encoder.blocks[0]
-    kwargs = dict(pretrained=False, img_size=tuple(encoder.patch_embed.img_size), patch_size=encoder.patch_size,
-                  in_chans=encoder.in_chans, embed_dim=encoder.embed_dim, depth=len(encoder.blocks),
-                  num_heads=encoder.num_heads, mlp_ratio=blk.mlp.fc1.out_features / encoder.embed_dim,
+    kwargs = dict(pretrained=False, img_size=tuple(encoder.patch_embed.img_size),
+                  patch_size=encoder.patch_size, in_chans=encoder.in_chans,
+                  embed_dim=encoder.embed_dim, depth=len(encoder.blocks),
+                  num_heads=encoder.num_heads,
+                  mlp_ratio=blk.mlp.fc1.out_features / encoder.embed_dim,
                   qkv_bias=blk.attn.qkv.bias is not None, num_classes=0, global_pool='token',
                   class_token=True, no_embed_class=False)
     return TIMM_PRESETS.get(encoder.embed_dim, 'vit_base_patch16_224'), kwargs
 
 def export_timm(encoder) -> dict:
-    """State dict of `encoder` (a `ViT`) in timm's `VisionTransformer` naming, for a model built from `timm_config`
-    (loads with strict=True: no classifier head with num_classes=0, no fc_norm with global_pool='token')."""
+    """State dict of `encoder` (a `ViT`) in timm's `VisionTransformer` naming, for a model built
+    from `timm_config` (loads with strict=True: no classifier head with num_classes=0, no fc_norm
+    with global_pool='token')."""
     sd = {k: v.detach().clone() for k, v in encoder.state_dict().items()}
-    expected = re.compile(r'(cls_token|pos_embed|patch_embed\.proj\.(weight|bias)|norm\.(weight|bias)'
-                          r'|blocks\.\d+\.(norm1|norm2|attn\.qkv|attn\.proj|mlp\.fc1|mlp\.fc2)\.(weight|bias))')
+    expected = re.compile(
+        r'(cls_token|pos_embed|patch_embed\.proj\.(weight|bias)|norm\.(weight|bias)'
+        r'|blocks\.\d+\.(norm1|norm2|attn\.qkv|attn\.proj|mlp\.fc1|mlp\.fc2)\.(weight|bias))')
     odd = [k for k in sd if not expected.fullmatch(k)]
     if odd: raise ValueError(f"encoder has keys with no timm VisionTransformer counterpart: {odd}")
     return sd

@@ -20,7 +20,8 @@ __all__ = ['ARCHS', 'patch_stats', 'normalize_patches', 'unnormalize_patches', '
 
 # %% ../nbs/04_mae.ipynb #0ebb64f7
 def patch_stats(target):
-    "target: (N, L, P) patches -> (mean, var), each (N, L, 1); var is unbiased (torch's default, as MAE)."
+    """target: (N, L, P) patches -> (mean, var), each (N, L, 1); var is unbiased (torch's default,
+    as MAE)."""
     return target.mean(dim=-1, keepdim=True), target.var(dim=-1, keepdim=True)
 
 def normalize_patches(target, eps=1e-6):
@@ -29,82 +30,104 @@ def normalize_patches(target, eps=1e-6):
     return (target - mean) / (var + eps) ** .5
 
 def unnormalize_patches(pred, target, eps=1e-6):
-    "Inverse of `normalize_patches` using the statistics of `target`: pred * sqrt(var + eps) + mean. (N, L, P)."
+    """Inverse of `normalize_patches` using the statistics of `target`: pred * sqrt(var + eps) +
+    mean. (N, L, P)."""
     mean, var = patch_stats(target)
     return pred * (var + eps) ** .5 + mean
 
 # %% ../nbs/04_mae.ipynb #bf5a2374
 class MAE(nn.Module):
-    """Masked autoencoder. encoder: a `ViT` (needs `forward_encoder`, `patch_size`, `grid_size`, `num_patches`, `in_chans`);
-    decoder: from `create_decoder`. forward(imgs (N, C, H, W), mask_ratio, noise (N, L) or None)
-    -> loss (scalar), pred (N, L, p*p*C), mask (N, L) with 1 = removed."""
+    """Masked autoencoder. encoder: a `ViT` (needs `forward_encoder`, `patch_size`, `grid_size`,
+    `num_patches`, `in_chans`); decoder: from `create_decoder`. forward(imgs (N, C, H, W),
+    mask_ratio, noise (N, L) or None) -> loss (scalar), pred (N, L, p*p*C), mask (N, L) with 1 =
+    removed."""
     def __init__(self, encoder, decoder, norm_pix_loss=False):
         super().__init__()
         if decoder.num_patches != encoder.num_patches:
-            raise ValueError(f"decoder has {decoder.num_patches} patches, encoder {encoder.num_patches}")
+            raise ValueError(f"decoder has {decoder.num_patches} patches, encoder "
+                             f"{encoder.num_patches}")
         if decoder.patch_size != encoder.patch_size:
-            raise ValueError(f"decoder patch_size={decoder.patch_size} != encoder patch_size={encoder.patch_size}")
+            raise ValueError(f"decoder patch_size={decoder.patch_size} != encoder "
+                             f"patch_size={encoder.patch_size}")
         self.encoder, self.decoder, self.norm_pix_loss = encoder, decoder, norm_pix_loss
-        self.patch_size, self.grid_size, self.in_chans = encoder.patch_size, encoder.grid_size, encoder.in_chans
+        self.patch_size, self.grid_size = encoder.patch_size, encoder.grid_size
+        self.in_chans = encoder.in_chans
 
     def target(self, imgs):
-        "imgs: (N, C, H, W) -> per-patch target (N, L, p*p*C), normalised per patch if norm_pix_loss."
+        """imgs: (N, C, H, W) -> per-patch target (N, L, p*p*C), normalised per patch if
+        norm_pix_loss."""
         t = patchify(imgs, self.patch_size)
         return normalize_patches(t) if self.norm_pix_loss else t
 
     def forward_loss(self, imgs, pred, mask):
         "Mean squared error per patch, averaged over the removed patches (mask == 1) only."
-        loss = ((pred.float() - self.target(imgs.float())) ** 2).mean(dim=-1)   # (N, L), float32 even under bf16
+        # (N, L), float32 even under bf16
+        loss = ((pred.float() - self.target(imgs.float())) ** 2).mean(dim=-1)
         return (loss * mask).sum() / mask.sum().clamp_min(1)
 
     def forward(self, imgs, mask_ratio=0.75, noise=None):
-        latent, mask, ids_restore = self.encoder.forward_encoder(imgs, mask_ratio=mask_ratio, noise=noise)
+        latent, mask, ids_restore = self.encoder.forward_encoder(imgs,
+                                                                 mask_ratio=mask_ratio, noise=noise)
         pred = self.decoder(latent, ids_restore)
         return self.forward_loss(imgs, pred, mask), pred, mask
 
 # %% ../nbs/04_mae.ipynb #f24f0847
-ARCHS = {'vit_tiny': dict(embed_dim=192, depth=12, num_heads=3), 'vit_small': dict(embed_dim=384, depth=12, num_heads=6),
-         'vit_base': dict(embed_dim=768, depth=12, num_heads=12), 'vit_large': dict(embed_dim=1024, depth=24, num_heads=16),
+ARCHS = {'vit_tiny': dict(embed_dim=192, depth=12, num_heads=3),
+         'vit_small': dict(embed_dim=384, depth=12, num_heads=6),
+         'vit_base': dict(embed_dim=768, depth=12, num_heads=12),
+         'vit_large': dict(embed_dim=1024, depth=24, num_heads=16),
          'vit_huge': dict(embed_dim=1280, depth=32, num_heads=16)}
 
-def create_mae(arch='vit_tiny', *, img_size=64, patch_size=8, in_chans=3, decoder='transformer', dec_dim=512, dec_depth=8,
-               dec_heads=16, mlp_ratio=4., norm_pix_loss=False, drop_path=0., dec_kwargs=None, **enc_kwargs) -> MAE:
-    """An `MAE` with encoder `arch` (a name in `ARCHS` or a dict of ViT kwargs; `enc_kwargs` such as depth=2 override it)
-    and decoder `decoder` (a name in `DECODERS`) of width `dec_dim`, depth `dec_depth`; `dec_kwargs` go to `create_decoder`."""
+def create_mae(arch='vit_tiny', *, img_size=64, patch_size=8, in_chans=3, decoder='transformer',
+               dec_dim=512, dec_depth=8, dec_heads=16, mlp_ratio=4., norm_pix_loss=False,
+               drop_path=0., dec_kwargs=None, **enc_kwargs) -> MAE:
+    """An `MAE` with encoder `arch` (a name in `ARCHS` or a dict of ViT kwargs; `enc_kwargs` such as
+    depth=2 override it) and decoder `decoder` (a name in `DECODERS`) of width `dec_dim`, depth
+    `dec_depth`; `dec_kwargs` go to `create_decoder`."""
     if isinstance(arch, str):
-        if arch not in ARCHS: raise ValueError(f"arch={arch!r} unknown; choose one of {list(ARCHS)} or pass a dict")
+        if arch not in ARCHS:
+            raise ValueError(f"arch={arch!r} unknown; choose one of {list(ARCHS)} or pass a dict")
         arch = ARCHS[arch]
-    enc = ViT(**{**arch, **enc_kwargs, 'img_size': img_size, 'patch_size': patch_size, 'in_chans': in_chans,
-                 'mlp_ratio': mlp_ratio, 'drop_path': drop_path})
-    dec = create_decoder(decoder, embed_dim=enc.embed_dim, grid_size=enc.grid_size, patch_size=patch_size, in_chans=in_chans,
-                         dim=dec_dim, depth=dec_depth, num_heads=dec_heads, mlp_ratio=mlp_ratio, **(dec_kwargs or {}))
+    enc = ViT(**{**arch, **enc_kwargs, 'img_size': img_size, 'patch_size': patch_size,
+                 'in_chans': in_chans, 'mlp_ratio': mlp_ratio, 'drop_path': drop_path})
+    dec = create_decoder(decoder, embed_dim=enc.embed_dim, grid_size=enc.grid_size,
+                         patch_size=patch_size, in_chans=in_chans, dim=dec_dim, depth=dec_depth,
+                         num_heads=dec_heads, mlp_ratio=mlp_ratio, **(dec_kwargs or {}))
     return MAE(enc, dec, norm_pix_loss=norm_pix_loss)
 
-def mae_vit_tiny_patch8_dec512d8b(img_size=64, **kw): return create_mae('vit_tiny', img_size=img_size, patch_size=8, **kw)
-def mae_vit_small_patch8_dec512d8b(img_size=64, **kw): return create_mae('vit_small', img_size=img_size, patch_size=8, **kw)
-def mae_vit_base_patch8_dec512d8b(img_size=64, **kw): return create_mae('vit_base', img_size=img_size, patch_size=8, **kw)
-def mae_vit_base_patch16_dec512d8b(img_size=224, **kw): return create_mae('vit_base', img_size=img_size, patch_size=16, **kw)
-def mae_vit_large_patch16_dec512d8b(img_size=224, **kw): return create_mae('vit_large', img_size=img_size, patch_size=16, **kw)
-def mae_vit_huge_patch14_dec512d8b(img_size=224, **kw): return create_mae('vit_huge', img_size=img_size, patch_size=14, **kw)
+def mae_vit_tiny_patch8_dec512d8b(img_size=64, **kw):
+    return create_mae('vit_tiny', img_size=img_size, patch_size=8, **kw)
+def mae_vit_small_patch8_dec512d8b(img_size=64, **kw):
+    return create_mae('vit_small', img_size=img_size, patch_size=8, **kw)
+def mae_vit_base_patch8_dec512d8b(img_size=64, **kw):
+    return create_mae('vit_base', img_size=img_size, patch_size=8, **kw)
+def mae_vit_base_patch16_dec512d8b(img_size=224, **kw):
+    return create_mae('vit_base', img_size=img_size, patch_size=16, **kw)
+def mae_vit_large_patch16_dec512d8b(img_size=224, **kw):
+    return create_mae('vit_large', img_size=img_size, patch_size=16, **kw)
+def mae_vit_huge_patch14_dec512d8b(img_size=224, **kw):
+    return create_mae('vit_huge', img_size=img_size, patch_size=14, **kw)
 
 _NAME = re.compile(r'mae_(vit_[a-z]+)_patch(\d+)_dec(\d+)d(\d+)b(?:_([a-z_]+))?')
 
 def mae_from_name(name, *, img_size=None, **kw) -> MAE:
-    """Build from a name such as 'mae_vit_small_patch8_dec256d4b' or 'mae_vit_tiny_patch8_dec512d8b_hybrid_mlp'
-    (img_size default: 64 for patch 8, else 224)."""
+    """Build from a name such as 'mae_vit_small_patch8_dec256d4b' or
+    'mae_vit_tiny_patch8_dec512d8b_hybrid_mlp' (img_size default: 64 for patch 8, else 224)."""
     m = _NAME.fullmatch(name)
     if m is None or m[1] not in ARCHS or (m[5] and m[5] not in DECODERS):
-        raise ValueError(f"name={name!r} is not 'mae_<{'|'.join(ARCHS)}>_patch<p>_dec<width>d<depth>b[_<{'|'.join(DECODERS)}>]'")
+        raise ValueError(f"name={name!r} is not 'mae_<{'|'.join(ARCHS)}>_patch<p>"
+                         f"_dec<width>d<depth>b[_<{'|'.join(DECODERS)}>]'")
     p = int(m[2])
-    return create_mae(m[1], img_size=img_size or (64 if p == 8 else 224), patch_size=p, dec_dim=int(m[3]),
-                      dec_depth=int(m[4]), decoder=m[5] or 'transformer', **kw)
+    return create_mae(m[1], img_size=img_size or (64 if p == 8 else 224), patch_size=p,
+                      dec_dim=int(m[3]), dec_depth=int(m[4]), decoder=m[5] or 'transformer', **kw)
 
 # %% ../nbs/04_mae.ipynb #f5847d72
 @torch.no_grad()
 def reconstruct(model, imgs, mask_ratio=0.75, noise=None) -> dict:
-    """Run `model` in eval mode on imgs (N, C, H, W). Returns, in the normalisation of `imgs`: 'masked' (removed patches 0),
-    'rec' (prediction of every patch, un-normalised with the true patch statistics if model.norm_pix_loss),
-    'pasted' (visible patches from imgs, removed ones from rec), each (N, C, H, W); 'mask' (N, 1, H, W), 1 = removed; 'loss'."""
+    """Run `model` in eval mode on imgs (N, C, H, W). Returns, in the normalisation of `imgs`:
+    'masked' (removed patches 0), 'rec' (prediction of every patch, un-normalised with the true
+    patch statistics if model.norm_pix_loss), 'pasted' (visible patches from imgs, removed ones from
+    rec), each (N, C, H, W); 'mask' (N, 1, H, W), 1 = removed; 'loss'."""
     was_training = model.training
     model.eval()
     try: loss, pred, mask = model(imgs, mask_ratio=mask_ratio, noise=noise)
@@ -115,10 +138,13 @@ def reconstruct(model, imgs, mask_ratio=0.75, noise=None) -> dict:
     m = mask_to_pixels(mask, p, hw=hw).to(imgs.dtype)
     return dict(loss=loss, mask=m, masked=imgs * (1 - m), rec=rec, pasted=imgs * (1 - m) + rec * m)
 
-def show_reconstruction(model, imgs, mean, std, *, mask_ratio=0.75, noise=None, n=4, size=1.5, dpi=72):
+def show_reconstruction(model, imgs, mean, std, *, mask_ratio=0.75,
+                        noise=None, n=4, size=1.5, dpi=72):
     """Figure with one row per image (at most `n`): input / masked / reconstruction / pasted.
-    imgs: (N, C, H, W) normalised with per-channel `mean`, `std` (sequences of C floats), which are undone for display."""
-    r = reconstruct(model, imgs[:n], mask_ratio=mask_ratio, noise=None if noise is None else noise[:n])
+    imgs: (N, C, H, W) normalised with per-channel `mean`, `std` (sequences of C floats), which are
+    undone for display."""
+    r = reconstruct(model, imgs[:n], mask_ratio=mask_ratio,
+                    noise=None if noise is None else noise[:n])
     C = imgs.shape[1]
     mean = torch.as_tensor(mean, dtype=torch.float32).view(1, C, 1, 1)
     std = torch.as_tensor(std, dtype=torch.float32).view(1, C, 1, 1)
@@ -132,7 +158,8 @@ def show_reconstruction(model, imgs, mean, std, *, mask_ratio=0.75, noise=None, 
         axs[0, j].set_title(title, fontsize=9)
         for i in range(rows):
             im = ims[i].permute(1, 2, 0)
-            axs[i, j].imshow(im[..., 0] if C == 1 else im, cmap='gray' if C == 1 else None, vmin=0, vmax=1)
+            axs[i, j].imshow(im[..., 0] if C == 1 else im,
+                             cmap='gray' if C == 1 else None, vmin=0, vmax=1)
             axs[i, j].axis('off')
     fig.suptitle(f"mask ratio {mask_ratio}, loss {r['loss'].item():.3f}", fontsize=9)
     fig.tight_layout()

@@ -24,19 +24,24 @@ __all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'resnet_small_stem', 'n_params', 'pr
 _ARCHS = {'resnet18': torchvision.models.resnet18, 'resnet34': torchvision.models.resnet34,
           'resnet50': torchvision.models.resnet50}
 
-def resnet_small_stem(arch: str = 'resnet18', *, layers: tuple[int, ...] | None = None) -> nn.Module:
-    """A torchvision ResNet (random init, `weights=None`) with the small-image stem ContrastiveCrop uses for 32-64 px
-    images: `conv1` = 3x3 stride 1 (instead of 7x7 stride 2), no max-pool, and `fc` removed.
-    imgs: (N, 3, H, W) -> features (N, D), D = `.num_features` (512 for resnet18/34, 2048 for resnet50).
-    `layers` overrides the number of blocks per stage, e.g. (1, 1, 1, 1) for a tiny test model."""
+def resnet_small_stem(arch: str = 'resnet18', *,
+                      layers: tuple[int, ...] | None = None) -> nn.Module:
+    """A torchvision ResNet (random init, `weights=None`) with the small-image stem ContrastiveCrop
+    uses for 32-64 px images: `conv1` = 3x3 stride 1 (instead of 7x7 stride 2), no max-pool, and
+    `fc` removed. imgs: (N, 3, H, W) -> features (N, D), D = `.num_features`
+    (512 for resnet18/34, 2048 for resnet50). `layers` overrides the number of blocks per stage,
+    e.g. (1, 1, 1, 1) for a tiny test model."""
     if arch not in _ARCHS: raise ValueError(f"arch must be one of {sorted(_ARCHS)}, got {arch!r}")
     if layers is None: net = _ARCHS[arch](weights=None)
     else:
-        if len(layers) != 4 or min(layers) < 1: raise ValueError(f"layers must be 4 positive ints, got {layers!r}")
-        block = torchvision.models.resnet.Bottleneck if arch == 'resnet50' else torchvision.models.resnet.BasicBlock
+        if len(layers) != 4 or min(layers) < 1:
+            raise ValueError(f"layers must be 4 positive ints, got {layers!r}")
+        block = (torchvision.models.resnet.Bottleneck if arch == 'resnet50'
+                 else torchvision.models.resnet.BasicBlock)
         net = torchvision.models.resnet.ResNet(block, list(layers))
     net.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
-    nn.init.kaiming_normal_(net.conv1.weight, mode='fan_out', nonlinearity='relu')   # as torchvision inits its convs
+    # as torchvision inits its convs
+    nn.init.kaiming_normal_(net.conv1.weight, mode='fan_out', nonlinearity='relu')
     net.maxpool = nn.Identity()
     net.num_features = net.fc.in_features
     net.fc = nn.Identity()
@@ -48,17 +53,20 @@ def n_params(m: nn.Module, trainable: bool = False) -> int:
 
 # %% ../nbs/14_moco.ipynb #e9056307
 def projection_head(in_dim: int, dim: int = 128, mlp: bool = False) -> nn.Module:
-    "MoCo v1: Linear(in_dim, dim). MoCo v2 (`mlp=True`): Linear(in_dim, in_dim) -> ReLU -> Linear(in_dim, dim), no BN."
+    """MoCo v1: Linear(in_dim, dim). MoCo v2 (`mlp=True`): Linear(in_dim, in_dim) -> ReLU ->
+    Linear(in_dim, dim), no BN."""
     if not mlp: return nn.Linear(in_dim, dim)
     return nn.Sequential(nn.Linear(in_dim, in_dim), nn.ReLU(inplace=True), nn.Linear(in_dim, dim))
 
 # %% ../nbs/14_moco.ipynb #31dda784
 @torch.no_grad()
 def enqueue_(queue: Tensor, ptr: Tensor, keys: Tensor) -> None:
-    """Write `keys: (n, dim)` into `queue: (dim, K)` at column `ptr` (a 0-dim long tensor), wrapping around the end,
-    and advance `ptr` in place. A batch larger than the queue keeps its newest K keys."""
+    """Write `keys: (n, dim)` into `queue: (dim, K)` at column `ptr` (a 0-dim long tensor), wrapping
+    around the end, and advance `ptr` in place. A batch larger than the queue keeps its newest K
+    keys."""
     dim, K = queue.shape
-    if keys.ndim != 2 or keys.shape[1] != dim: raise ValueError(f"keys must have shape (n, {dim}), got {tuple(keys.shape)}")
+    if keys.ndim != 2 or keys.shape[1] != dim:
+        raise ValueError(f"keys must have shape (n, {dim}), got {tuple(keys.shape)}")
     if keys.shape[0] > K: keys = keys[-K:]
     n, p = keys.shape[0], int(ptr)
     idx = (p + torch.arange(n, device=queue.device)) % K
@@ -66,16 +74,18 @@ def enqueue_(queue: Tensor, ptr: Tensor, keys: Tensor) -> None:
     ptr.fill_((p + n) % K)
 
 def auto_queue_size(n_train: int, batch_size: int, K_max: int = 65536) -> int:
-    """Queue size for `n_train` images and GLOBAL batch `batch_size`: the largest multiple of the batch that is
-    <= min(K_max, n_train), and at least one batch."""
-    if n_train < 1 or batch_size < 1: raise ValueError(f"n_train and batch_size must be >= 1, got {n_train} and {batch_size}")
+    """Queue size for `n_train` images and GLOBAL batch `batch_size`: the largest multiple of the
+    batch that is <= min(K_max, n_train), and at least one batch."""
+    if n_train < 1 or batch_size < 1:
+        raise ValueError(f"n_train and batch_size must be >= 1, got {n_train} and {batch_size}")
     return max(batch_size, min(K_max, n_train) // batch_size * batch_size)
 
 # %% ../nbs/14_moco.ipynb #435f6dd0
 def moco_logits(q: Tensor, k: Tensor, queue: Tensor, T: float) -> Tensor:
-    """q, k: (N, dim) unit vectors, queue: (dim, K) -> logits (N, 1+K) = [q.k, q.queue] / T; the positive is class 0.
-    Always float32 with autocast off: a bf16 cosine near 1 is off by up to 2^-8, and dividing by T = 0.07 magnifies it.
-    The queue is cloned so the in-place enqueue after the loss cannot break the backward pass."""
+    """q, k: (N, dim) unit vectors, queue: (dim, K) -> logits (N, 1+K) = [q.k, q.queue] / T; the
+    positive is class 0. Always float32 with autocast off: a bf16 cosine near 1 is off by up to
+    2^-8, and dividing by T = 0.07 magnifies it. The queue is cloned so the in-place enqueue after
+    the loss cannot break the backward pass."""
     with torch.autocast(q.device.type, enabled=False):
         q = q.float()
         l_pos = (q * k.float()).sum(1, keepdim=True)                  # (N, 1)
@@ -86,44 +96,51 @@ def moco_logits(q: Tensor, k: Tensor, queue: Tensor, T: float) -> Tensor:
 @torch.no_grad()
 def ema_update_(target_params, source_params, m: float) -> None:
     "In place, for each pair: target <- m * target + (1 - m) * source (MoCo's momentum update)."
-    for pt, ps in zip(target_params, source_params, strict=True): pt.mul_(m).add_(ps.detach().to(pt.dtype), alpha=1 - m)
+    for pt, ps in zip(target_params, source_params, strict=True):
+        pt.mul_(m).add_(ps.detach().to(pt.dtype), alpha=1 - m)
 
 # %% ../nbs/14_moco.ipynb #77873f2d
 class SplitBatchNorm(nn.BatchNorm2d):
-    """BatchNorm2d that, in training mode, normalises each group of `group_size` consecutive samples with the group's
-    own statistics (MoCo's per-GPU BN, simulated on one device). A remainder joins the last groups. `group_size=None`,
-    or a batch of at most one group, is ordinary BN. Running statistics come from the whole batch, so eval mode and the
-    state dict are BatchNorm2d's.  x: (N, C, H, W) -> (N, C, H, W)"""
+    """BatchNorm2d that, in training mode, normalises each group of `group_size` consecutive samples
+    with the group's own statistics (MoCo's per-GPU BN, simulated on one device). A remainder joins
+    the last groups. `group_size=None`, or a batch of at most one group, is ordinary BN. Running
+    statistics come from the whole batch, so eval mode and the state dict are BatchNorm2d's.
+    x: (N, C, H, W) -> (N, C, H, W)"""
     def __init__(self, num_features: int, group_size: int | None = None, **kwargs):
         super().__init__(num_features, **kwargs)
         self.group_size = group_size
 
     def forward(self, x: Tensor) -> Tensor:
         N = x.shape[0]
-        if not self.training or self.group_size is None or N <= self.group_size: return super().forward(x)
+        if not self.training or self.group_size is None or N <= self.group_size:
+            return super().forward(x)
         out = torch.cat([F.batch_norm(c, None, None, self.weight, self.bias, True, 0., self.eps)
                          for c in x.tensor_split(N // self.group_size)])
         if self.track_running_stats:
             with torch.no_grad():
                 xf = x.float()
                 self.num_batches_tracked.add_(1)
-                mom = self.momentum if self.momentum is not None else 1. / float(self.num_batches_tracked)
+                mom = (self.momentum if self.momentum is not None
+                       else 1. / float(self.num_batches_tracked))
                 self.running_mean.lerp_(xf.mean((0, 2, 3)).to(self.running_mean.dtype), mom)
-                self.running_var.lerp_(xf.var((0, 2, 3), unbiased=True).to(self.running_var.dtype), mom)
+                self.running_var.lerp_(
+                    xf.var((0, 2, 3), unbiased=True).to(self.running_var.dtype), mom)
         return out
 
     def extra_repr(self) -> str: return super().extra_repr() + f', group_size={self.group_size}'
 
 def convert_split_bn(module: nn.Module, group_size: int | None) -> nn.Module:
-    """Replace every nn.BatchNorm2d inside `module` by a SplitBatchNorm(group_size) with the same parameters and
-    statistics (in place, like SyncBatchNorm.convert_sync_batchnorm); existing SplitBatchNorms get the new group size."""
+    """Replace every nn.BatchNorm2d inside `module` by a SplitBatchNorm(group_size) with the same
+    parameters and statistics (in place, like SyncBatchNorm.convert_sync_batchnorm); existing
+    SplitBatchNorms get the new group size."""
     if group_size is not None and (not isinstance(group_size, int) or group_size < 2):
         raise ValueError(f"group_size must be None or an int >= 2, got {group_size!r}")
     for name, child in module.named_children():
         if isinstance(child, SplitBatchNorm): child.group_size = group_size
         elif type(child) is nn.BatchNorm2d:
-            new = SplitBatchNorm(child.num_features, group_size, eps=child.eps, momentum=child.momentum,
-                                 affine=child.affine, track_running_stats=child.track_running_stats)
+            new = SplitBatchNorm(child.num_features, group_size, eps=child.eps,
+                                 momentum=child.momentum, affine=child.affine,
+                                 track_running_stats=child.track_running_stats)
             ref = next(iter(child.state_dict().values()), None)
             if ref is not None: new = new.to(device=ref.device)
             new.load_state_dict(child.state_dict()); new.train(child.training)
@@ -137,23 +154,24 @@ def _world_size() -> int:
 
 @torch.no_grad()
 def concat_all_gather(x: Tensor) -> Tensor:
-    """All-gather `x: (n, ...)` from every rank, concatenated in rank order -> (world * n, ...); no gradient.
-    Identity with one process. Every rank must pass the same n, else ValueError."""
+    """All-gather `x: (n, ...)` from every rank, concatenated in rank order -> (world * n, ...); no
+    gradient. Identity with one process. Every rank must pass the same n, else ValueError."""
     ws = _world_size()
     if ws == 1: return x
     n = torch.tensor([x.shape[0]], device=x.device)
     ns = [torch.zeros_like(n) for _ in range(ws)]
     dist.all_gather(ns, n)
     if len({int(v) for v in ns}) != 1:
-        raise ValueError(f"every rank must have the same batch size for MoCo's gather, got {[int(v) for v in ns]}")
+        raise ValueError("every rank must have the same batch size for MoCo's gather, got "
+                         f"{[int(v) for v in ns]}")
     out = [torch.empty_like(x) for _ in range(ws)]
     dist.all_gather(out, x.contiguous())
     return torch.cat(out)
 
 @torch.no_grad()
 def batch_shuffle_ddp(x: Tensor) -> tuple[Tensor, Tensor]:
-    """Shuffle the global batch across ranks (permutation drawn on rank 0, broadcast) and return this rank's slice.
-    x: (n, ...) -> (x_shuffled (n, ...), idx_unshuffle (world * n,))"""
+    """Shuffle the global batch across ranks (permutation drawn on rank 0, broadcast) and return
+    this rank's slice. x: (n, ...) -> (x_shuffled (n, ...), idx_unshuffle (world * n,))"""
     n, ws = x.shape[0], _world_size()
     x_all = concat_all_gather(x)
     idx_shuffle = torch.randperm(n * ws, device=x.device)
@@ -162,34 +180,39 @@ def batch_shuffle_ddp(x: Tensor) -> tuple[Tensor, Tensor]:
 
 @torch.no_grad()
 def batch_unshuffle_ddp(x: Tensor, idx_unshuffle: Tensor) -> Tensor:
-    "Undo `batch_shuffle_ddp`: x: (n, ...) computed on this rank's shuffled slice -> (n, ...) for this rank's own images."
+    """Undo `batch_shuffle_ddp`: x: (n, ...) computed on this rank's shuffled slice -> (n, ...) for
+    this rank's own images."""
     n, ws = x.shape[0], _world_size()
     return concat_all_gather(x)[idx_unshuffle.view(ws, n)[dist.get_rank()]]
 
 # %% ../nbs/14_moco.ipynb #fce11973
 class MoCo(nn.Module):
     """MoCo v1/v2 (He et al. 2019; Chen et al. 2020) around `encoder: imgs (N, C, H, W) -> (N, D)`.
-    Query branch `encoder`, `head`; key branch `encoder_k`, `head_k`: an EMA copy without gradient. Negatives:
-    buffer `queue: (dim, K)` with pointer `queue_ptr` (both checkpointed).
-    `forward(x1, x2) -> dict(loss, ctr, acc)`; the momentum update and the enqueue happen only in training mode.
-    `momentum_in_forward=True` is MoCo's order (update before computing the keys); `False` when a trainer callback
-    calls `momentum_update(m)` after each optimizer step instead (CMAE's order). Never both: with True,
-    `momentum_update` raises.
-    `shuffle_bn`: keys are encoded on a shuffled batch (across ranks under DDP); on one device BatchNorm2d layers are
-    converted to `SplitBatchNorm(bn_group_size)` so BN statistics come from groups, as on several GPUs."""
-    def __init__(self, encoder: nn.Module, *, feat_dim: int | None = None, dim: int = 128, K: int = 65536,
-                 m: float = 0.999, T: float = 0.07, mlp: bool = False, shuffle_bn: bool = True,
-                 bn_group_size: int | None = 32, momentum_in_forward: bool = True):
+    Query branch `encoder`, `head`; key branch `encoder_k`, `head_k`: an EMA copy without gradient.
+    Negatives: buffer `queue: (dim, K)` with pointer `queue_ptr` (both checkpointed).
+    `forward(x1, x2) -> dict(loss, ctr, acc)`; the momentum update and the enqueue happen only in
+    training mode. `momentum_in_forward=True` is MoCo's order (update before computing the keys);
+    `False` when a trainer callback calls `momentum_update(m)` after each optimizer step instead
+    (CMAE's order). Never both: with True, `momentum_update` raises.
+    `shuffle_bn`: keys are encoded on a shuffled batch (across ranks under DDP); on one device
+    BatchNorm2d layers are converted to `SplitBatchNorm(bn_group_size)` so BN statistics come from
+    groups, as on several GPUs."""
+    def __init__(self, encoder: nn.Module, *, feat_dim: int | None = None, dim: int = 128,
+                 K: int = 65536, m: float = 0.999, T: float = 0.07, mlp: bool = False,
+                 shuffle_bn: bool = True, bn_group_size: int | None = 32,
+                 momentum_in_forward: bool = True):
         super().__init__()
         feat_dim = feat_dim or getattr(encoder, 'num_features', None)
         if not feat_dim: raise ValueError("feat_dim is required: the encoder has no .num_features")
-        if not isinstance(K, int) or K < 1: raise ValueError(f"K (queue size) must be a positive int, got {K!r}")
+        if not isinstance(K, int) or K < 1:
+            raise ValueError(f"K (queue size) must be a positive int, got {K!r}")
         if not 0. <= m <= 1.: raise ValueError(f"m (momentum) must be in [0, 1], got {m}")
         if T <= 0: raise ValueError(f"T (temperature) must be > 0, got {T}")
         self.K, self.m, self.T, self.dim, self.mlp = K, m, T, dim, mlp
         self.shuffle_bn, self.momentum_in_forward = shuffle_bn, momentum_in_forward
         self.bn_group_size = bn_group_size if shuffle_bn else None
-        self.encoder, self.head = convert_split_bn(encoder, self.bn_group_size), projection_head(feat_dim, dim, mlp)
+        self.encoder, self.head = (convert_split_bn(encoder, self.bn_group_size),
+                                   projection_head(feat_dim, dim, mlp))
         self.encoder_k, self.head_k = copy.deepcopy(self.encoder), copy.deepcopy(self.head)
         for p in self.key_params(): p.requires_grad_(False)
         self.register_buffer('queue', F.normalize(torch.randn(dim, K), dim=0))
@@ -200,34 +223,41 @@ class MoCo(nn.Module):
 
     @torch.no_grad()
     def momentum_update(self, m: float | None = None):
-        """theta_k <- m theta_k + (1 - m) theta_q over encoder and head (`m` defaults to `self.m`): for a trainer callback
-        after the optimizer step. Raises if `momentum_in_forward` (forward already does it: the key branch would move twice)."""
+        """theta_k <- m theta_k + (1 - m) theta_q over encoder and head (`m` defaults to `self.m`):
+        for a trainer callback after the optimizer step. Raises if `momentum_in_forward`
+        (forward already does it: the key branch would move twice)."""
         if self.momentum_in_forward:
-            raise RuntimeError("momentum_update: this MoCo updates its key encoder in forward (momentum_in_forward=True); "
-                               "build it with momentum_in_forward=False to update from a callback instead")
+            raise RuntimeError("momentum_update: this MoCo updates its key encoder in forward "
+                               "(momentum_in_forward=True); build it with "
+                               "momentum_in_forward=False to update from a callback instead")
         ema_update_(self.key_params(), self.query_params(), self.m if m is None else m)
 
     @torch.no_grad()
     def keys(self, x2: Tensor) -> Tensor:
-        "x2: (N, C, H, W) -> k: (N, dim) unit vectors from the key branch, with shuffle-BN in training mode."
+        """x2: (N, C, H, W) -> k: (N, dim) unit vectors from the key branch, with shuffle-BN in
+        training mode."""
         f = lambda x: F.normalize(self.head_k(self.encoder_k(x)).float(), dim=1)
         if not (self.training and self.shuffle_bn): return f(x2)
         if _world_size() > 1:
             xs, idx_unshuffle = batch_shuffle_ddp(x2)
             return batch_unshuffle_ddp(f(xs), idx_unshuffle)
-        if self.bn_group_size and x2.shape[0] > self.bn_group_size:      # one device: shuffle, then BN per group
+        # one device: shuffle, then BN per group
+        if self.bn_group_size and x2.shape[0] > self.bn_group_size:
             perm = torch.randperm(x2.shape[0], device=x2.device)
             return f(x2[perm])[torch.argsort(perm)]
         return f(x2)
 
     def forward(self, x1: Tensor, x2: Tensor, mask_ratio=None, noise=None) -> dict:
         """x1, x2: (N, C, H, W), two augmentations of the same N images (x1 -> queries, x2 -> keys).
-        Returns dict(loss: InfoNCE scalar, ctr: loss detached, acc: fraction of queries whose positive wins).
-        `mask_ratio` and `noise` are ignored (MoCo masks nothing); they let the trainer call every method alike."""
-        if x1.shape != x2.shape: raise ValueError(f"x1 and x2 must have the same shape, got {tuple(x1.shape)} and {tuple(x2.shape)}")
+        Returns dict(loss: InfoNCE scalar, ctr: loss detached, acc: fraction of queries whose
+        positive wins). `mask_ratio` and `noise` are ignored (MoCo masks nothing); they let the
+        trainer call every method alike."""
+        if x1.shape != x2.shape:
+            raise ValueError(f"x1 and x2 must have the same shape, got {tuple(x1.shape)} and "
+                             f"{tuple(x2.shape)}")
         q = F.normalize(self.head(self.encoder(x1)).float(), dim=1)         # (N, dim), float32
         with torch.no_grad():
-            if self.training and self.momentum_in_forward:                   # MoCo: update BEFORE the keys
+            if self.training and self.momentum_in_forward:            # MoCo: update BEFORE the keys
                 ema_update_(self.key_params(), self.query_params(), self.m)
             k = self.keys(x2)                                                # (N, dim)
         logits = moco_logits(q, k, self.queue, self.T)                       # (N, 1+K)
@@ -237,65 +267,80 @@ class MoCo(nn.Module):
         return dict(loss=loss, ctr=loss.detach(), acc=(logits.argmax(1) == 0).float().mean())
 
 # %% ../nbs/14_moco.ipynb #d387779d
-_VERSIONS = {'v1': dict(arch='resnet18', T=0.07, mlp=False), 'v2': dict(arch='resnet50', T=0.2, mlp=True)}
+_VERSIONS = {'v1': dict(arch='resnet18', T=0.07, mlp=False),
+             'v2': dict(arch='resnet50', T=0.2, mlp=True)}
 
 def _version(version) -> str:
     v = str(version).lower().removeprefix('moco')
     v = 'v' + v if v in ('1', '2') else v
-    if v not in _VERSIONS: raise ValueError(f"version must be 'v1' or 'v2' (or 'mocov1', 'mocov2'), got {version!r}")
+    if v not in _VERSIONS:
+        raise ValueError(f"version must be 'v1' or 'v2' (or 'mocov1', 'mocov2'), got {version!r}")
     return v
 
-def create_moco(version: str = 'v2', arch: str | None = None, *, K: int | None = None, n_train: int | None = None,
-                batch_size: int | None = None, dim: int = 128, m: float = 0.999, T: float | None = None,
-                mlp: bool | None = None, layers: tuple[int, ...] | None = None, **kwargs) -> MoCo:
-    """MoCo v1 ('v1': linear head, T=0.07) or v2 ('v2': MLP head, T=0.2) on a small-stem ResNet; `arch` defaults to the
-    paper's (v1: resnet18, v2: resnet50). Queue size: `K`, else `auto_queue_size(n_train, batch_size)` when both are
-    given (batch_size = GLOBAL batch), else 65536. Other kwargs go to `MoCo` (shuffle_bn, bn_group_size, momentum_in_forward)."""
+def create_moco(version: str = 'v2', arch: str | None = None, *, K: int | None = None,
+                n_train: int | None = None, batch_size: int | None = None, dim: int = 128,
+                m: float = 0.999, T: float | None = None, mlp: bool | None = None,
+                layers: tuple[int, ...] | None = None, **kwargs) -> MoCo:
+    """MoCo v1 ('v1': linear head, T=0.07) or v2 ('v2': MLP head, T=0.2) on a small-stem ResNet;
+    `arch` defaults to the paper's (v1: resnet18, v2: resnet50). Queue size: `K`, else
+    `auto_queue_size(n_train, batch_size)` when both are given (batch_size = GLOBAL batch), else
+    65536. Other kwargs go to `MoCo` (shuffle_bn, bn_group_size, momentum_in_forward)."""
     cfg = _VERSIONS[_version(version)]
     if K is None: K = auto_queue_size(n_train, batch_size) if n_train and batch_size else 65536
     return MoCo(resnet_small_stem(arch or cfg['arch'], layers=layers), dim=dim, K=K, m=m,
                 T=cfg['T'] if T is None else T, mlp=cfg['mlp'] if mlp is None else mlp, **kwargs)
 
 def mocov1_resnet18(**kwargs) -> MoCo:
-    "Table 1's MoCo-v1: small-stem ResNet-18, Linear(512, 128) head, T=0.07, m=0.999 (kwargs: see `create_moco`)."
+    """Table 1's MoCo-v1: small-stem ResNet-18, Linear(512, 128) head, T=0.07, m=0.999 (kwargs: see
+    `create_moco`)."""
     return create_moco('v1', 'resnet18', **kwargs)
 
 def mocov2_resnet50(**kwargs) -> MoCo:
-    "Table 1's MoCo-v2: small-stem ResNet-50, MLP head 2048-2048-128 (no BN), T=0.2, m=0.999 (kwargs: see `create_moco`)."
+    """Table 1's MoCo-v2: small-stem ResNet-50, MLP head 2048-2048-128 (no BN), T=0.2, m=0.999
+    (kwargs: see `create_moco`)."""
     return create_moco('v2', 'resnet50', **kwargs)
 
 # %% ../nbs/14_moco.ipynb #78296b95
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
-def moco_transforms(version: str = 'v2', size: int = 64, *, crop: bool = True, scale: tuple[float, float] = (0.2, 1.),
-                    blur_sigma: tuple[float, float] = (0.1, 2.), mean=IMAGENET_MEAN, std=IMAGENET_STD) -> tv2.Compose:
-    """One view of MoCo's augmentation as torchvision v2 transforms: PIL image or (C, H, W) tensor (uint8 or float in [0, 1])
-    -> float32 normalised (3, size, size). v1: RandomResizedCrop, RandomGrayscale(0.2), ColorJitter(0.4, 0.4, 0.4, 0.4), flip.
-    v2: RandomResizedCrop, ColorJitter(0.4, 0.4, 0.4, 0.1) p=0.8, RandomGrayscale(0.2), GaussianBlur(blur_sigma) p=0.5, flip.
-    `crop=False` omits the crop (for a ContrastiveCrop placed before it)."""
+def moco_transforms(version: str = 'v2', size: int = 64, *, crop: bool = True,
+                    scale: tuple[float, float] = (0.2, 1.),
+                    blur_sigma: tuple[float, float] = (0.1, 2.), mean=IMAGENET_MEAN,
+                    std=IMAGENET_STD) -> tv2.Compose:
+    """One view of MoCo's augmentation as torchvision v2 transforms: PIL image or (C, H, W) tensor
+    (uint8 or float in [0, 1]) -> float32 normalised (3, size, size). v1: RandomResizedCrop,
+    RandomGrayscale(0.2), ColorJitter(0.4, 0.4, 0.4, 0.4), flip. v2: RandomResizedCrop,
+    ColorJitter(0.4, 0.4, 0.4, 0.1) p=0.8, RandomGrayscale(0.2), GaussianBlur(blur_sigma) p=0.5,
+    flip. `crop=False` omits the crop (for a ContrastiveCrop placed before it)."""
     v = _version(version)
     ts = [tv2.ToImage()]
     if crop: ts.append(tv2.RandomResizedCrop(size, scale=scale, antialias=True))
     if v == 'v1': ts += [tv2.RandomGrayscale(p=0.2), tv2.ColorJitter(0.4, 0.4, 0.4, 0.4)]
     else:
-        ks = min(2 * int(3 * blur_sigma[1] + 0.5) + 1, (size // 2) * 2 - 1)   # odd kernel covering +-3 sigma_max
-        ts += [tv2.RandomApply([tv2.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8), tv2.RandomGrayscale(p=0.2),
+        # odd kernel covering +-3 sigma_max
+        ks = min(2 * int(3 * blur_sigma[1] + 0.5) + 1, (size // 2) * 2 - 1)
+        ts += [tv2.RandomApply([tv2.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8),
+               tv2.RandomGrayscale(p=0.2),
                tv2.RandomApply([tv2.GaussianBlur(ks, sigma=blur_sigma)], p=0.5)]
-    ts += [tv2.RandomHorizontalFlip(), tv2.ToDtype(torch.float32, scale=True), tv2.Normalize(mean, std)]
+    ts += [tv2.RandomHorizontalFlip(), tv2.ToDtype(torch.float32, scale=True),
+           tv2.Normalize(mean, std)]
     return tv2.Compose(ts)
 
 class TwoCropsTransform:
-    "Apply one random `transform` twice to the same image -> (view1, view2) (MoCo's TwoCropsTransform)."
+    """Apply one random `transform` twice to the same image -> (view1, view2) (MoCo's
+    TwoCropsTransform)."""
     def __init__(self, transform): self.transform = transform
     def __call__(self, img): return self.transform(img), self.transform(img)
     def __repr__(self): return f"{type(self).__name__}({self.transform!r})"
 
 # %% ../nbs/14_moco.ipynb #e9411376
-def random_gaussian_blur(x: Tensor, sigma: tuple[float, float] = (0.1, 2.), p: float = 0.5, kernel_size: int | None = None,
+def random_gaussian_blur(x: Tensor, sigma: tuple[float, float] = (0.1, 2.), p: float = 0.5,
+                         kernel_size: int | None = None,
                          generator: torch.Generator | None = None) -> Tensor:
-    """MoCo v2's blur for a batch: each image, with probability `p`, gets a Gaussian blur with its own sigma ~ U(sigma),
-    kernel `kernel_size` (default: odd, covering +-3 sigma_max, capped by the image) and reflect padding, as torchvision's
-    GaussianBlur. Works on normalised images (blur commutes with per-channel affine maps). x: (N, C, H, W) -> same shape."""
+    """MoCo v2's blur for a batch: each image, with probability `p`, gets a Gaussian blur with its
+    own sigma ~ U(sigma), kernel `kernel_size` (default: odd, covering +-3 sigma_max, capped by the
+    image) and reflect padding, as torchvision's GaussianBlur. Works on normalised images
+    (blur commutes with per-channel affine maps). x: (N, C, H, W) -> same shape."""
     if x.ndim != 4: raise ValueError(f"x must have shape (N, C, H, W), got {tuple(x.shape)}")
     N, C, H, W = x.shape
     k = kernel_size or 2 * int(3 * sigma[1] + 0.5) + 1
@@ -305,17 +350,22 @@ def random_gaussian_blur(x: Tensor, sigma: tuple[float, float] = (0.1, 2.), p: f
     if k < 3 or not apply.any(): return x
     r = torch.arange(k, dtype=torch.float32) - k // 2
     ker = torch.exp(-0.5 * (r[None] / s[:, None]) ** 2)
-    ker = (ker / ker.sum(1, keepdim=True)).repeat_interleave(C, 0).to(x.device, x.dtype)      # (n*C, k)
-    xa = x[apply.to(x.device)].reshape(1, -1, H, W)                                              # (1, n*C, H, W)
-    xa = F.conv2d(F.pad(xa, (k // 2, k // 2, 0, 0), mode='reflect'), ker[:, None, None, :], groups=ker.shape[0])
-    xa = F.conv2d(F.pad(xa, (0, 0, k // 2, k // 2), mode='reflect'), ker[:, None, :, None], groups=ker.shape[0])
+    ker = (ker / ker.sum(1, keepdim=True)).repeat_interleave(C, 0).to(x.device, x.dtype)  # (n*C, k)
+    xa = x[apply.to(x.device)].reshape(1, -1, H, W)                                 # (1, n*C, H, W)
+    xa = F.conv2d(F.pad(xa, (k // 2, k // 2, 0, 0), mode='reflect'),
+                  ker[:, None, None, :], groups=ker.shape[0])
+    xa = F.conv2d(F.pad(xa, (0, 0, k // 2, k // 2), mode='reflect'),
+                  ker[:, None, :, None], groups=ker.shape[0])
     out = x.clone()
     out[apply.to(x.device)] = xa.reshape(-1, C, H, W)
     return out
 
 class MoCoBlur(Callback):
-    "MoCo v2's blur in a fastai training loop: each view of each training batch through `random_gaussian_blur`, on the batch's device."
-    order = 5                                                      # before the model sees the batch; nothing to do at inference
-    def __init__(self, sigma: tuple[float, float] = (0.1, 2.), p: float = 0.5): self.sigma, self.p = sigma, p
+    """MoCo v2's blur in a fastai training loop: each view of each training batch through
+    `random_gaussian_blur`, on the batch's device."""
+    order = 5                          # before the model sees the batch; nothing to do at inference
+    def __init__(self, sigma: tuple[float, float] = (0.1, 2.), p: float = 0.5):
+        self.sigma, self.p = sigma, p
     def before_batch(self):
-        if self.training: self.learn.xb = tuple(random_gaussian_blur(x, self.sigma, self.p) for x in self.xb)
+        if self.training:
+            self.learn.xb = tuple(random_gaussian_blur(x, self.sigma, self.p) for x in self.xb)

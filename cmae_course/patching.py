@@ -14,43 +14,50 @@ __all__ = ['demo_image', 'patchify', 'unpatchify', 'take_tokens', 'random_maskin
 
 # %% ../nbs/01_patching.ipynb #bdfd6831
 def demo_image(size: int | tuple[int, int] = 64) -> Tensor:
-    "A procedurally drawn RGB scene (sky, sun, house, lawn) as a float tensor (3, H, W) in [0, 1]; deterministic."
+    """A procedurally drawn RGB scene (sky, sun, house, lawn) as a float tensor (3, H, W) in [0, 1];
+    deterministic."""
     H, W = (size, size) if isinstance(size, int) else size
     if H < 8 or W < 8: raise ValueError(f"size must be at least 8 pixels per side, got {H}x{W}")
     y = torch.linspace(0, 1, H).view(H, 1).expand(H, W)
     x = torch.linspace(0, 1, W).view(1, W).expand(H, W)
-    img = torch.stack([0.35 + 0.3 * y, 0.6 + 0.25 * y, 0.95 - 0.1 * y])                   # sky gradient
+    img = torch.stack([0.35 + 0.3 * y, 0.6 + 0.25 * y, 0.95 - 0.1 * y])               # sky gradient
     def paint(region, rgb): img[:, region] = torch.tensor(rgb).view(3, 1)
-    paint((x - 0.78) ** 2 + (y - 0.2) ** 2 < 0.012, (1.0, 0.85, 0.2))                       # sun
-    paint(y > 0.72 + 0.04 * torch.sin(x * 9), (0.25, 0.6, 0.2))                            # lawn
-    paint((x > 0.2) & (x < 0.55) & (y > 0.45) & (y < 0.8), (0.8, 0.35, 0.25))               # house wall
-    paint((y > 0.25) & (y <= 0.45) & ((x - 0.375).abs() < (y - 0.25) * 1.0), (0.45, 0.2, 0.15))  # roof
+    paint((x - 0.78) ** 2 + (y - 0.2) ** 2 < 0.012, (1.0, 0.85, 0.2))                   # sun
+    paint(y > 0.72 + 0.04 * torch.sin(x * 9), (0.25, 0.6, 0.2))                         # lawn
+    paint((x > 0.2) & (x < 0.55) & (y > 0.45) & (y < 0.8), (0.8, 0.35, 0.25))           # house wall
+    # roof
+    paint((y > 0.25) & (y <= 0.45) & ((x - 0.375).abs() < (y - 0.25) * 1.0), (0.45, 0.2, 0.15))
     paint((x > 0.32) & (x < 0.43) & (y > 0.6) & (y < 0.8), (0.3, 0.2, 0.1))                 # door
     return img.clamp(0, 1)
 
 # %% ../nbs/01_patching.ipynb #b877f00d
 def _check_imgs(imgs: Tensor, p: int) -> tuple[int, int, int, int]:
-    if not isinstance(p, int) or p <= 0: raise ValueError(f"patch size p must be a positive int, got {p!r}")
-    if imgs.ndim != 4: raise ValueError(f"imgs must have shape (N, C, H, W), got {tuple(imgs.shape)}")
+    if not isinstance(p, int) or p <= 0:
+        raise ValueError(f"patch size p must be a positive int, got {p!r}")
+    if imgs.ndim != 4:
+        raise ValueError(f"imgs must have shape (N, C, H, W), got {tuple(imgs.shape)}")
     N, C, H, W = imgs.shape
     if H % p or W % p: raise ValueError(f"image size {H}x{W} is not divisible by patch size p={p}")
     return N, C, H, W
 
 def patchify(imgs: Tensor, p: int) -> Tensor:
     """Cut images into non-overlapping p x p patches.
-    imgs: (N, C, H, W) with H, W divisible by p  ->  (N, L, p*p*C), L = (H/p)*(W/p) in row-major patch order;
-    inside a patch the order is (row, column, channel), as MAE's einsum 'nchpwq->nhwpqc'."""
+    imgs: (N, C, H, W) with H, W divisible by p  ->  (N, L, p*p*C), L = (H/p)*(W/p) in row-major
+    patch order; inside a patch the order is (row, column, channel), as MAE's einsum
+    'nchpwq->nhwpqc'."""
     N, C, H, W = _check_imgs(imgs, p)
     h, w = H // p, W // p
     x = imgs.reshape(N, C, h, p, w, p).permute(0, 2, 4, 3, 5, 1)   # n h w p q c
     return x.reshape(N, h * w, p * p * C)
 
 # %% ../nbs/01_patching.ipynb #d75bc56e
-def unpatchify(x: Tensor, p: int, hw: tuple[int, int] | None = None, c: int | None = None) -> Tensor:
+def unpatchify(x: Tensor, p: int, hw: tuple[int, int] | None = None,
+               c: int | None = None) -> Tensor:
     """Inverse of `patchify`.
-    x: (N, L, p*p*C) -> imgs (N, C, h*p, w*p). hw = (h, w) patch grid (default: square, h = w = sqrt(L));
-    c = channels (default: D // (p*p))."""
-    if not isinstance(p, int) or p <= 0: raise ValueError(f"patch size p must be a positive int, got {p!r}")
+    x: (N, L, p*p*C) -> imgs (N, C, h*p, w*p). hw = (h, w) patch grid (default: square, h = w =
+    sqrt(L)); c = channels (default: D // (p*p))."""
+    if not isinstance(p, int) or p <= 0:
+        raise ValueError(f"patch size p must be a positive int, got {p!r}")
     if x.ndim != 3: raise ValueError(f"x must have shape (N, L, p*p*C), got {tuple(x.shape)}")
     N, L, D = x.shape
     if c is None:
@@ -70,22 +77,26 @@ def unpatchify(x: Tensor, p: int, hw: tuple[int, int] | None = None, c: int | No
 def take_tokens(x: Tensor, ids: Tensor) -> Tensor:
     "Gather tokens along dim 1. x: (N, L, D), ids: (N, l) long -> (N, l, D)."
     if x.ndim != 3 or ids.ndim != 2 or ids.shape[0] != x.shape[0]:
-        raise ValueError(f"take_tokens expects x (N, L, D) and ids (N, l), got {tuple(x.shape)} and {tuple(ids.shape)}")
+        raise ValueError(f"take_tokens expects x (N, L, D) and ids (N, l), got {tuple(x.shape)} "
+                         f"and {tuple(ids.shape)}")
     return torch.gather(x, 1, ids.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
 
 # %% ../nbs/01_patching.ipynb #73dfdba1
-def random_masking(x: Tensor, mask_ratio: float, noise: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+def random_masking(x: Tensor, mask_ratio: float,
+                   noise: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
     """Per-sample random masking by argsort of noise, exactly as MAE.
     x: (N, L, D); noise: (N, L) or None (uniform). Returns
-    x_keep: (N, len_keep, D) with len_keep = int(L * (1 - mask_ratio)), tokens in shuffled (noise) order;
-    mask: (N, L) float32 in image order, 1 = removed, 0 = kept; ids_restore: (N, L) long, inverse of the shuffle."""
+    x_keep: (N, len_keep, D) with len_keep = int(L * (1 - mask_ratio)), tokens in shuffled (noise)
+    order; mask: (N, L) float32 in image order, 1 = removed, 0 = kept; ids_restore: (N, L) long,
+    inverse of the shuffle."""
     if x.ndim != 3: raise ValueError(f"x must have shape (N, L, D), got {tuple(x.shape)}")
     if not 0 <= mask_ratio < 1: raise ValueError(f"mask_ratio must be in [0, 1), got {mask_ratio}")
     N, L, _ = x.shape
     len_keep = int(L * (1 - mask_ratio))
     if len_keep < 1: raise ValueError(f"mask_ratio={mask_ratio} keeps no token out of L={L}")
     if noise is None: noise = torch.rand(N, L, device=x.device)
-    elif noise.shape != (N, L): raise ValueError(f"noise must have shape (N, L) = {(N, L)}, got {tuple(noise.shape)}")
+    elif noise.shape != (N, L):
+        raise ValueError(f"noise must have shape (N, L) = {(N, L)}, got {tuple(noise.shape)}")
     ids_shuffle = torch.argsort(noise, dim=1)            # ascending: small noise is kept
     ids_restore = torch.argsort(ids_shuffle, dim=1)
     x_keep = take_tokens(x, ids_shuffle[:, :len_keep])
@@ -114,13 +125,17 @@ def _sincos_1d(embed_dim: int, pos: Tensor) -> Tensor:
     out = pos.reshape(-1, 1) * omega.reshape(1, -1)
     return torch.cat([torch.sin(out), torch.cos(out)], dim=1)
 
-def get_2d_sincos_pos_embed(embed_dim: int, grid_size: int | tuple[int, int], cls_token: bool = False) -> Tensor:
+def get_2d_sincos_pos_embed(embed_dim: int, grid_size: int | tuple[int, int],
+                            cls_token: bool = False) -> Tensor:
     """MAE's fixed 2-D sin-cos position embedding.
-    grid_size: int (square) or (h, w) -> float32 (h*w, embed_dim) in row-major patch order, or (1 + h*w, embed_dim)
-    with a zero row first if cls_token. Channels [0, D/2) encode the column, [D/2, D) the row; embed_dim % 4 == 0."""
-    if embed_dim <= 0 or embed_dim % 4: raise ValueError(f"embed_dim must be a positive multiple of 4, got {embed_dim}")
+    grid_size: int (square) or (h, w) -> float32 (h*w, embed_dim) in row-major patch order, or
+    (1 + h*w, embed_dim) with a zero row first if cls_token. Channels [0, D/2) encode the column,
+    [D/2, D) the row; embed_dim % 4 == 0."""
+    if embed_dim <= 0 or embed_dim % 4:
+        raise ValueError(f"embed_dim must be a positive multiple of 4, got {embed_dim}")
     h, w = (grid_size, grid_size) if isinstance(grid_size, int) else tuple(grid_size)
-    rows = torch.arange(h, dtype=torch.float64, device='cpu').view(h, 1).expand(h, w)   # always on CPU, also inside `with torch.device(...)`
+    # always on CPU, also inside `with torch.device(...)`
+    rows = torch.arange(h, dtype=torch.float64, device='cpu').view(h, 1).expand(h, w)
     cols = torch.arange(w, dtype=torch.float64, device='cpu').view(1, w).expand(h, w)
     emb = torch.cat([_sincos_1d(embed_dim // 2, cols), _sincos_1d(embed_dim // 2, rows)], dim=1)
     if cls_token: emb = torch.cat([emb.new_zeros(1, embed_dim), emb], dim=0)

@@ -17,8 +17,10 @@ def _pair(v) -> tuple[int, int]:
     return (v, v) if isinstance(v, int) else tuple(v)
 
 class PatchEmbed(nn.Module):
-    "Non-overlapping patches -> tokens. (N, C, H, W) -> (N, L, D), L = (H/p)*(W/p), row-major patch order."
-    def __init__(self, img_size: int | tuple[int, int] = 64, patch_size: int = 8, in_chans: int = 3, embed_dim: int = 192):
+    """Non-overlapping patches -> tokens. (N, C, H, W) -> (N, L, D), L = (H/p)*(W/p), row-major
+    patch order."""
+    def __init__(self, img_size: int | tuple[int, int] = 64, patch_size: int = 8,
+                 in_chans: int = 3, embed_dim: int = 192):
         super().__init__()
         self.img_size, self.patch_size = _pair(img_size), patch_size
         H, W = self.img_size
@@ -30,12 +32,14 @@ class PatchEmbed(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         if x.ndim != 4 or tuple(x.shape[1:]) != (self.proj.in_channels, *self.img_size):
-            raise ValueError(f"imgs must have shape (N, {self.proj.in_channels}, {self.img_size[0]}, {self.img_size[1]}), got {tuple(x.shape)}")
+            raise ValueError(f"imgs must have shape (N, {self.proj.in_channels}, "
+                             f"{self.img_size[0]}, {self.img_size[1]}), got {tuple(x.shape)}")
         return self.proj(x).flatten(2).transpose(1, 2)
 
 # %% ../nbs/02_vit.ipynb #afe37799
 class Attention(nn.Module):
-    "Multi-head self-attention. x: (N, T, D) -> (N, T, D); with return_attn also the weights (N, heads, T, T)."
+    """Multi-head self-attention. x: (N, T, D) -> (N, T, D); with return_attn also the weights (N,
+    heads, T, T)."""
     def __init__(self, dim: int, num_heads: int = 8, qkv_bias: bool = True):
         super().__init__()
         if dim % num_heads: raise ValueError(f"dim={dim} is not divisible by num_heads={num_heads}")
@@ -46,7 +50,9 @@ class Attention(nn.Module):
 
     def forward(self, x: Tensor, return_attn: bool = False):
         N, T, D = x.shape
-        q, k, v = self.qkv(x).reshape(N, T, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)  # (N, heads, T, hd)
+        # (N, heads, T, hd)
+        q, k, v = (self.qkv(x).reshape(N, T, 3, self.num_heads, self.head_dim)
+                   .permute(2, 0, 3, 1, 4).unbind(0))
         if return_attn:
             attn = ((q * self.scale) @ k.transpose(-2, -1)).softmax(dim=-1)
             out = attn @ v
@@ -67,7 +73,8 @@ class Mlp(nn.Module):
     def forward(self, x: Tensor) -> Tensor: return self.fc2(self.act(self.fc1(x)))
 
 class DropPath(nn.Module):
-    "Stochastic depth: in training, zero the whole residual branch of a sample with probability p (survivors scaled by 1/(1-p))."
+    """Stochastic depth: in training, zero the whole residual branch of a sample with probability p
+    (survivors scaled by 1/(1-p))."""
     def __init__(self, p: float = 0.):
         super().__init__()
         if not 0 <= p < 1: raise ValueError(f"drop path rate must be in [0, 1), got {p}")
@@ -81,8 +88,10 @@ class DropPath(nn.Module):
     def extra_repr(self): return f"p={self.p}"
 
 class Block(nn.Module):
-    "Pre-norm transformer block. x: (N, T, D) -> (N, T, D) [, last attention (N, heads, T, T) if return_attn]."
-    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4., qkv_bias: bool = True, drop_path: float = 0.):
+    """Pre-norm transformer block. x: (N, T, D) -> (N, T, D) [, last attention (N, heads, T, T) if
+    return_attn]."""
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.,
+                 qkv_bias: bool = True, drop_path: float = 0.):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=1e-6)
         self.attn = Attention(dim, num_heads=num_heads, qkv_bias=qkv_bias)
@@ -102,24 +111,31 @@ class Block(nn.Module):
 # %% ../nbs/02_vit.ipynb #535ef0be
 class ViT(nn.Module):
     """Vision Transformer encoder as in MAE. Images (N, in_chans, H, W) with H, W = img_size.
-    Tokens: patch tokens (N, L, D), L = num_patches; the cls token is prepended inside `forward_tokens`."""
-    def __init__(self, img_size: int | tuple[int, int] = 64, patch_size: int = 8, in_chans: int = 3, embed_dim: int = 192,
-                 depth: int = 12, num_heads: int = 3, mlp_ratio: float = 4., drop_path: float = 0., qkv_bias: bool = True):
+    Tokens: patch tokens (N, L, D), L = num_patches; the cls token is prepended inside
+    `forward_tokens`."""
+    def __init__(self, img_size: int | tuple[int, int] = 64, patch_size: int = 8, in_chans: int = 3,
+                 embed_dim: int = 192, depth: int = 12, num_heads: int = 3, mlp_ratio: float = 4.,
+                 drop_path: float = 0., qkv_bias: bool = True):
         super().__init__()
         if depth < 1: raise ValueError(f"depth must be >= 1, got {depth}")
         self.patch_embed = PatchEmbed(img_size, patch_size, in_chans, embed_dim)
-        self.embed_dim, self.num_heads, self.patch_size, self.in_chans = embed_dim, num_heads, patch_size, in_chans
+        self.embed_dim, self.num_heads = embed_dim, num_heads
+        self.patch_size, self.in_chans = patch_size, in_chans
         self.grid_size, self.num_patches = self.patch_embed.grid_size, self.patch_embed.num_patches
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
-        self.pos_embed = nn.Parameter(torch.zeros(1, self.num_patches + 1, embed_dim), requires_grad=False)
+        self.pos_embed = nn.Parameter(torch.zeros(1, self.num_patches + 1, embed_dim),
+                                      requires_grad=False)
         dpr = [drop_path * i / max(depth - 1, 1) for i in range(depth)]   # linear 0 -> drop_path
-        self.blocks = nn.ModuleList([Block(embed_dim, num_heads, mlp_ratio, qkv_bias, dpr[i]) for i in range(depth)])
+        self.blocks = nn.ModuleList([Block(embed_dim, num_heads, mlp_ratio, qkv_bias, dpr[i])
+                                     for i in range(depth)])
         self.norm = nn.LayerNorm(embed_dim, eps=1e-6)
         self.initialize_weights()
 
     def initialize_weights(self):
-        "MAE init: fixed sin-cos PE, Xavier-uniform patch projection and Linears (bias 0), cls ~ N(0, 0.02), LayerNorm (1, 0)."
-        self.pos_embed.data.copy_(get_2d_sincos_pos_embed(self.embed_dim, self.grid_size, cls_token=True).unsqueeze(0))
+        """MAE init: fixed sin-cos PE, Xavier-uniform patch projection and Linears (bias 0), cls ~
+        N(0, 0.02), LayerNorm (1, 0)."""
+        self.pos_embed.data.copy_(get_2d_sincos_pos_embed(self.embed_dim, self.grid_size,
+                                                          cls_token=True).unsqueeze(0))
         w = self.patch_embed.proj.weight.data
         nn.init.xavier_uniform_(w.view(w.shape[0], -1))
         nn.init.zeros_(self.patch_embed.proj.bias)
@@ -140,11 +156,12 @@ class ViT(nn.Module):
         return x + self.pos_embed[:, 1:] if pos else x
 
     def forward_tokens(self, x: Tensor, return_attn: bool = False):
-        """x: (N, l, D) patch tokens (any subset, any order, PE already added or not) -> (N, 1+l, D):
-        prepend cls_token + pos_embed[:, :1], run the blocks and the final norm. With return_attn also the
-        last block's attention (N, heads, 1+l, 1+l)."""
+        """x: (N, l, D) patch tokens (any subset, any order, PE already added or not) ->
+        (N, 1+l, D): prepend cls_token + pos_embed[:, :1], run the blocks and the final norm. With
+        return_attn also the last block's attention (N, heads, 1+l, 1+l)."""
         if x.ndim != 3 or x.shape[-1] != self.embed_dim:
-            raise ValueError(f"tokens must have shape (N, l, {self.embed_dim}), got {tuple(x.shape)}")
+            raise ValueError(f"tokens must have shape (N, l, {self.embed_dim}), got "
+                             f"{tuple(x.shape)}")
         cls = (self.cls_token + self.pos_embed[:, :1]).expand(x.shape[0], -1, -1)
         x = torch.cat([cls.to(x.dtype), x], dim=1)
         for blk in self.blocks[:-1]: x = blk(x)
@@ -160,7 +177,8 @@ class ViT(nn.Module):
         return self.forward_tokens(x), mask, ids_restore
 
     def forward(self, imgs: Tensor, return_attn: bool = False):
-        "imgs: (N, C, H, W) -> all tokens (N, 1+L, D), cls first, no masking [, last attention (N, heads, 1+L, 1+L)]."
+        """imgs: (N, C, H, W) -> all tokens (N, 1+L, D), cls first, no masking [, last attention (N,
+        heads, 1+L, 1+L)]."""
         return self.forward_tokens(self.embed(imgs), return_attn=return_attn)
 
 # %% ../nbs/02_vit.ipynb #7303c5a0

@@ -1,6 +1,7 @@
 """The offline course book (tools/make_book.py): it builds from the committed notebooks, its links resolve, it fetches
-nothing from the network, every formula is MathML (no raw TeX left outside code), and a headless Chromium renders its
-index and a lesson with their figures, and the lessons' formulas as MathML."""
+nothing from the network, every formula is MathML (no raw TeX left outside code), every interactive explorer shows its
+static view, and a headless Chromium renders its index and a lesson with their figures, and the lessons' formulas as
+MathML."""
 import html.parser, json, os, re, shutil, subprocess, sys
 from pathlib import Path
 from urllib.parse import unquote, urlparse
@@ -11,6 +12,7 @@ sys.path.insert(0, str(ROOT / 'tools'))
 import make_book  # noqa: E402
 
 LESSON = '01_patching'     # a lesson with figures in its first screens
+EXPLORERS = {'01_patching', '04_mae', '06_ccrop', '08_location'}     # lessons with an ipywidgets explorer
 
 
 class Refs(html.parser.HTMLParser):
@@ -127,6 +129,69 @@ def test_raw_tex_checker_catches_a_raw_formula():
     assert raw_tex(r'<li>$$\omega_k = 1$$</li>')
     assert not raw_tex(r'<p>run <code>echo $HOME $\alpha$</code></p><pre>$x_q$</pre><div class="highlight"><pre>$\x$</pre></div>')
     assert not raw_tex('<p>it costs $5 or $10</p><p><math><mi>x</mi></math></p>')
+
+
+def explorers_without_figure(text):
+    "The widget notes on page `text` whose code cell shows no figure (the note alone, no static view)."
+    cells = re.split(r'(?=<div class="cell )', text)
+    return [c[c.index('class="widget-note"'):][:160] for c in cells if 'class="widget-note"' in c and '<img' not in c]
+
+
+def _has_widget(f):
+    nb = json.loads(f.read_text(encoding='utf-8'))
+    return any(make_book.WIDGET in o.get('data', {}) for c in nb['cells'] for o in c.get('outputs', []))
+
+
+def test_explorers_show_their_static_view(book):
+    "Every page with an interactive explorer shows a figure in the explorer's cell, next to the note about the kernel."
+    out, _ = book
+    with_widgets = {f.stem for f in (ROOT / 'nbs').glob('*.ipynb') if _has_widget(f)}
+    assert EXPLORERS <= with_widgets, f'no widget output found in {sorted(EXPLORERS - with_widgets)}'
+    for stem in sorted(with_widgets):
+        text = (out / f'{stem}.html').read_text(encoding='utf-8')
+        assert 'class="widget-note"' in text, f'{stem}: the explorer has no note'
+        bad = explorers_without_figure(text)
+        assert not bad, f'{stem}: explorer without its static figure: {bad}'
+
+
+PNG = 'iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg=='
+
+
+def _explorer_nb(saved_view=True, own_figure=False):
+    "A lesson whose code cell displays an `interactive` (model 'w1': a slider and an Output widget)."
+    import nbformat
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_markdown_cell('# Mini'),
+                nbformat.v4.new_code_cell('interact(f, a=0.5)', execution_count=1)]
+    fig = nbformat.v4.new_output('display_data', data={'image/png': PNG, 'text/plain': '<Figure>'})
+    view = {'model_id': 'w1', 'version_major': 2, 'version_minor': 0}
+    widget = nbformat.v4.new_output('display_data', data={make_book.WIDGET: view, 'text/plain': 'interactive(...)'})
+    nb.cells[1].outputs = ([fig] if own_figure else []) + [widget]
+    if saved_view:
+        state = {'w1': {'model_name': 'VBoxModel', 'state': {'children': ['IPY_MODEL_s1', 'IPY_MODEL_o1']}},
+                 's1': {'model_name': 'FloatSliderModel', 'state': {'description': 'a', 'value': 0.5}},
+                 'o1': {'model_name': 'OutputModel', 'state': {'outputs': [
+                     {'output_type': 'display_data', 'metadata': {},
+                      'data': {'image/png': PNG, 'text/plain': '<Figure>'}},
+                     {'output_type': 'stream', 'name': 'stdout', 'text': 'a is 0.5\n'}]}}}
+        nb.metadata['widgets'] = {make_book.WIDGET_STATE: {'state': state, 'version_major': 2, 'version_minor': 0}}
+    return nb
+
+
+def test_explorer_page_shows_saved_view_or_cell_figure(tmp_path):
+    """The static view comes from the saved widget state (with the controls' values) or from the cell's own figure
+    (execnb's run); with neither, only the note is left and `explorers_without_figure` reports it."""
+    import nbformat
+    nbs = tmp_path / 'nbs'; nbs.mkdir()
+    nbformat.write(_explorer_nb(), nbs / 'index.ipynb')
+    nbformat.write(_explorer_nb(saved_view=False, own_figure=True), nbs / '01_own.ipynb')
+    nbformat.write(_explorer_nb(saved_view=False), nbs / '02_none.ipynb')
+    built = make_book.build(nbs, tmp_path / 'out', log=lambda *a: None)
+    pages = {p.stem: p.read_text(encoding='utf-8') for p in built}
+    assert not explorers_without_figure(pages['index'])
+    assert '(a=0.5)' in pages['index'] and 'a is 0.5' in pages['index'] and pages['index'].count('<img') == 1
+    assert not explorers_without_figure(pages['01_own']) and pages['01_own'].count('<img') == 1
+    assert 'widget-view' not in pages['02_none'] and len(explorers_without_figure(pages['02_none'])) == 1
 
 
 def _mini_nb(md, latex=None):

@@ -11,14 +11,18 @@ nbconvert's markdown parser finds them, so a `$` in code is left alone and the m
 `*` turned into emphasis). A formula that cannot be converted stops the build. Cells marked
 `#| hide` (hidden exercise solutions, export calls) are left out and `#|` directives are stripped, as nbdev's own
 site does. Links between lessons (`13_eval.ipynb`) point to the rendered pages (`13_eval.html`). Widgets need a live
-kernel, so a widget output is replaced by a note saying so. Quarto (which `nbdev_docs` needs) cannot be installed
-offline; nbconvert ships with JupyterLab.
+kernel, so a widget output is replaced by a note saying so, followed by the explorer's static view at the settings it
+was saved with: the outputs of its `Output` widget in the notebook's saved widget state (JupyterLab and nbclient save
+it), or the figure that execnb (`nbdev_test`, tools/run_notebook.py) writes into the cell itself. Quarto (which
+`nbdev_docs` needs) cannot be installed offline; nbconvert ships with JupyterLab.
 """
 import argparse, copy, html, re, sys, time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 WIDGET = 'application/vnd.jupyter.widget-view+json'
+WIDGET_STATE = 'application/vnd.jupyter.widget-state+json'
+IMAGES = ('image/png', 'image/jpeg', 'image/svg+xml')
 
 CSS = """
 body{margin:0;font:16px/1.55 system-ui,-apple-system,'Segoe UI',Roboto,sans-serif;color:#1d1d1f;background:#fff}
@@ -121,8 +125,68 @@ def ipynb_links(text):
     return re.sub(r'(\]\(|href=")(?!https?:)([\w./-]+?)\.ipynb(?=[#)"])', r'\1\2.html', text)
 
 
+def _models(nb):
+    "model_id -> model of the notebook's saved widget state ({} if none was saved)."
+    state = nb.get('metadata', {}).get('widgets', {}).get(WIDGET_STATE) or {}
+    return state.get('state') or {}
+
+
+def widget_view(models, model_id):
+    """(outputs, settings) that a saved widget shows without a kernel: the outputs of the `Output`
+    widgets inside it (an `interactive` keeps its function's figure and prints there), and its
+    controls' values as 'name=value' strings."""
+    outs, settings, seen = [], [], set()
+    def walk(mid):
+        m = models.get(mid)
+        if m is None or mid in seen: return
+        seen.add(mid)
+        st = m.get('state', {})
+        if m.get('model_name') == 'OutputModel': outs.extend(st.get('outputs', []))
+        elif st.get('description'):
+            if st.get('index') is not None and st.get('_options_labels'):
+                settings.append(f"{st['description']}={st['_options_labels'][st['index']]}")
+            elif 'value' in st and not isinstance(st['value'], (dict, list)):
+                settings.append(f"{st['description']}={st['value']}")
+        for ch in st.get('children', []):
+            if isinstance(ch, str) and ch.startswith('IPY_MODEL_'): walk(ch[len('IPY_MODEL_'):])
+    walk(model_id)
+    return outs, settings
+
+
+def has_image(outputs): return any(k in o.get('data', {}) for o in outputs for k in IMAGES)
+
+
+def widget_note(text):
+    from nbformat import from_dict
+    return from_dict({'output_type': 'display_data', 'metadata': {},
+                      'data': {'text/html': f'<div class="widget-note">{html.escape(text)}</div>'}})
+
+
+def widget_outputs(outputs, models):
+    """The outputs of a code cell that displays a widget, as the page shows them: a note in place
+    of each widget, then the widget's saved view (`widget_view`), unless the cell's own outputs
+    already hold its figure (execnb writes an `interactive`'s first figure into the cell)."""
+    from nbformat import from_dict
+    out = []
+    own_figure = has_image([o for o in outputs if WIDGET not in o.get('data', {})])
+    for o in outputs:
+        if WIDGET not in o.get('data', {}): out.append(latex_output(o)); continue
+        view, settings = widget_view(models, o['data'][WIDGET].get('model_id'))
+        if own_figure or not has_image(view):
+            out.append(widget_note('Interactive widget: open this lesson in JupyterLab to use it.'
+                                   + (' The figure above is its view at the default settings.'
+                                      if own_figure else '')))
+            continue
+        at = f" ({', '.join(settings)})" if settings else ''
+        out.append(widget_note(f'Interactive explorer: below, its view as saved{at}. Open this '
+                               'lesson in JupyterLab to change the settings.'))
+        out.extend(latex_output(from_dict(copy.deepcopy(v))) for v in view
+                   if v.get('output_type') in ('display_data', 'execute_result', 'stream'))
+    return out
+
+
 def prepare(nb):
-    "A copy of notebook `nb` as the page shows it: hidden cells dropped, directives stripped, widget outputs replaced."
+    "Notebook `nb` as the page shows it: hidden cells dropped, directives stripped, widgets as static views."
     nb = copy.deepcopy(nb)
     cells = []
     for c in nb['cells']:
@@ -134,13 +198,9 @@ def prepare(nb):
             src = '\n'.join(l for l in src.splitlines() if not l.startswith('#|')).strip()
             if not src: continue
             if not echo: c.metadata.setdefault('tags', []).append('remove_input')     # nbdev's `#| echo: false`
-            outs = []
-            for o in c.get('outputs', []):
-                if WIDGET in o.get('data', {}):
-                    outs.append({'output_type': 'display_data', 'metadata': {}, 'data': {'text/html':
-                        '<div class="widget-note">Interactive widget: open this lesson in JupyterLab to use it.</div>'}})
-                else: outs.append(latex_output(o))
-            c['outputs'] = outs
+            outs = c.get('outputs', [])
+            widget = any(WIDGET in o.get('data', {}) for o in outs)
+            c['outputs'] = widget_outputs(outs, _models(nb)) if widget else [latex_output(o) for o in outs]
         elif c['cell_type'] == 'markdown': src = ipynb_links(src)
         else: continue
         c['source'] = src
