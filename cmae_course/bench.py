@@ -24,8 +24,9 @@ def _sync(device):
     if device.type == 'cuda': torch.cuda.synchronize(device)
 
 def matmul_peak(dtype=torch.float32, device='cpu', n=None, iters=None) -> float:
-    """Dense matmul throughput in GFLOP/s for `dtype` on `device`: the best of a few square matmuls (n x n) @ (n x n),
-    timed after a warm-up. This is the 'peak' that `mfu` divides by: what this machine really reaches, in this run."""
+    """Dense matmul throughput in GFLOP/s for `dtype` on `device`: the best of a few square matmuls
+    (n x n) @ (n x n), timed after a warm-up. This is the 'peak' that `mfu` divides by: what this
+    machine really reaches, in this run."""
     device = torch.device(device)
     n = n or (8192 if device.type == 'cuda' else 1536)
     iters = iters or (20 if device.type == 'cuda' else 3)
@@ -38,15 +39,18 @@ def matmul_peak(dtype=torch.float32, device='cpu', n=None, iters=None) -> float:
     return 2 * n ** 3 / best / 1e9
 
 # %% ../nbs/15_bench.ipynb #c8b2bc24
-def build_bench_model(method='mae', arch='vit_base', *, img_size=64, patch_size=8, decoder='transformer', dec_dim=512,
-                      dec_depth=8, **kw) -> nn.Module:
+def build_bench_model(method='mae', arch='vit_base', *, img_size=64, patch_size=8,
+                      decoder='transformer', dec_dim=512, dec_depth=8, **kw) -> nn.Module:
     "The model a training step is timed on: `method` 'mae' or 'cmae' (with every CMAE task on)."
-    if decoder not in DECODERS: raise ValueError(f"decoder={decoder!r} unknown; choose one of {list(DECODERS)}")
+    if decoder not in DECODERS:
+        raise ValueError(f"decoder={decoder!r} unknown; choose one of {list(DECODERS)}")
     if method == 'mae':
-        return create_mae(arch, img_size=img_size, patch_size=patch_size, decoder=decoder, dec_dim=dec_dim, dec_depth=dec_depth, **kw)
+        return create_mae(arch, img_size=img_size, patch_size=patch_size, decoder=decoder,
+                          dec_dim=dec_dim, dec_depth=dec_depth, **kw)
     if method == 'cmae':
         from cmae_course.cmae import create_cmae
-        return create_cmae(arch, img_size=img_size, patch_size=patch_size, decoder=decoder, dec_dim=dec_dim, dec_depth=dec_depth, **kw)
+        return create_cmae(arch, img_size=img_size, patch_size=patch_size, decoder=decoder,
+                           dec_dim=dec_dim, dec_depth=dec_depth, **kw)
     raise ValueError(f"method={method!r} unknown; choose 'mae' or 'cmae'")
 
 def _loss(model, imgs, method):
@@ -59,10 +63,12 @@ def _momentum(model, method):
 # %% ../nbs/15_bench.ipynb #e2344180
 def _autocast(device, precision):
     if precision == 'fp32': return nullcontext()
-    return torch.autocast(device.type, dtype=dict(bf16=torch.bfloat16, fp16=torch.float16)[precision])
+    return torch.autocast(device.type,
+                          dtype=dict(bf16=torch.bfloat16, fp16=torch.float16)[precision])
 
 def step_flops(model, imgs, method='mae', precision='fp32') -> int:
-    "FLOPs of one training step (forward + backward), counted by `torch.utils.flop_counter` (matmuls, convs, attention)."
+    """FLOPs of one training step (forward + backward), counted by `torch.utils.flop_counter`
+    (matmuls, convs, attention)."""
     with FlopCounterMode(display=False) as fc:
         with _autocast(imgs.device, precision): loss = _loss(model, imgs, method)
         loss.backward()
@@ -70,14 +76,17 @@ def step_flops(model, imgs, method='mae', precision='fp32') -> int:
     return fc.get_total_flops()
 
 def peak_memory_mb(device) -> float:
-    "Peak memory so far: `max_memory_allocated` on CUDA, the process's peak RSS on CPU (ru_maxrss, in MB)."
+    """Peak memory so far: `max_memory_allocated` on CUDA, the process's peak RSS on CPU (ru_maxrss,
+    in MB)."""
     if device.type == 'cuda': return torch.cuda.max_memory_allocated(device) / 2 ** 20
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 # %% ../nbs/15_bench.ipynb #d8fbf910
-def time_step(model, imgs, *, method='mae', precision='fp32', opt='fused', steps=5, warmup=2, compile=False) -> dict:
-    """Median wall time (ms) of a training step and of its forward / backward / optimizer parts over `steps` steps after `warmup`.
-    opt: 'fused' (AdamW fused kernel where available, else foreach) or 'plain' (the for-loop AdamW, foreach=False)."""
+def time_step(model, imgs, *, method='mae', precision='fp32', opt='fused', steps=5, warmup=2,
+              compile=False) -> dict:
+    """Median wall time (ms) of a training step and of its forward / backward / optimizer parts over
+    `steps` steps after `warmup`. opt: 'fused' (AdamW fused kernel where available, else foreach) or
+    'plain' (the for-loop AdamW, foreach=False)."""
     device = imgs.device
     kw = dict(lr=1e-4, betas=(0.9, 0.95), weight_decay=0.05)
     if opt == 'plain': kw['foreach'] = False
@@ -103,74 +112,92 @@ def _precision(precision, device):
     from cmae_course.train import pick_precision
     return pick_precision(precision, device)
 
-def bench(method='mae', arch='vit_base', *, decoder='transformer', dec_dim=512, dec_depth=8, img_size=64, patch_size=8,
-          bs=64, precision='auto', device='cpu', steps=5, warmup=2, compile=False, opt='fused', seed=0, **model_kw) -> dict:
-    """Time one configuration's training step; FLOPs, achieved GFLOP/s, the matmul peak of the same dtype, `mfu`, peak memory.
-    `precision='auto'` on a CPU times the step in fp32 and in bf16, reports both (`precisions`) and keeps the faster one
-    (`train.choose_precision`: bf16 must win by 3%), which is how `cmae_pretrain --precision auto` decides too."""
+def bench(method='mae', arch='vit_base', *, decoder='transformer', dec_dim=512, dec_depth=8,
+          img_size=64, patch_size=8, bs=64, precision='auto', device='cpu', steps=5, warmup=2,
+          compile=False, opt='fused', seed=0, **model_kw) -> dict:
+    """Time one configuration's training step; FLOPs, achieved GFLOP/s, the matmul peak of the same
+    dtype, `mfu`, peak memory. `precision='auto'` on a CPU times the step in fp32 and in bf16,
+    reports both (`precisions`) and keeps the faster one (`train.choose_precision`: bf16 must win by
+    3%), which is how `cmae_pretrain --precision auto` decides too."""
     device = torch.device(device)
     torch.manual_seed(seed)
-    model = build_bench_model(method, arch, img_size=img_size, patch_size=patch_size, decoder=decoder, dec_dim=dec_dim,
-                              dec_depth=dec_depth, **model_kw).to(device).train()
+    model = build_bench_model(method, arch, img_size=img_size, patch_size=patch_size,
+                              decoder=decoder, dec_dim=dec_dim, dec_depth=dec_depth,
+                              **model_kw).to(device).train()
     imgs = torch.randn(bs, 3, img_size, img_size, device=device)
     flops = step_flops(model, imgs, method)
-    run = lambda p: time_step(model, imgs, method=method, precision=p, opt=opt, steps=steps, warmup=warmup, compile=compile)
+    run = lambda p: time_step(model, imgs, method=method, precision=p, opt=opt, steps=steps,
+                              warmup=warmup, compile=compile)
     if precision == 'auto' and device.type == 'cpu':
         from cmae_course.train import choose_precision
         both = {p: run(p) for p in ('fp32', 'bf16')}
         precision = choose_precision({p: t['step'] for p, t in both.items()})
         t = both[precision]
-        measured = {p: dict(img_per_s=round(bs / (t_['step'] / 1e3), 2), step_ms=round(t_['step'], 1)) for p, t_ in both.items()}
+        measured = {p: dict(img_per_s=round(bs / (t_['step'] / 1e3), 2),
+                            step_ms=round(t_['step'], 1)) for p, t_ in both.items()}
     else:
         precision, measured = _precision(precision, device), None
         t = run(precision)
-    peak = matmul_peak(dict(fp32=torch.float32, bf16=torch.bfloat16, fp16=torch.float16)[precision], device)
+    peak = matmul_peak(dict(fp32=torch.float32, bf16=torch.bfloat16, fp16=torch.float16)[precision],
+                       device)
     achieved = flops / 1e9 / (t['step'] / 1e3)
-    return dict(method=method, arch=arch, decoder=decoder, dec_dim=dec_dim, dec_depth=dec_depth, img_size=img_size,
-                patch_size=patch_size, bs=bs, precision=precision, device=str(device), compile=compile, opt=opt,
-                threads=torch.get_num_threads(), params_m=round(sum(p.numel() for p in model.parameters() if p.requires_grad) / 1e6, 2),
+    return dict(method=method, arch=arch, decoder=decoder, dec_dim=dec_dim, dec_depth=dec_depth,
+                img_size=img_size, patch_size=patch_size, bs=bs, precision=precision,
+                device=str(device), compile=compile, opt=opt, threads=torch.get_num_threads(),
+                params_m=round(sum(p.numel() for p in model.parameters() if p.requires_grad) / 1e6,
+                               2),
                 img_per_s=round(bs / (t['step'] / 1e3), 2), step_ms=round(t['step'], 1),
                 split_ms={k: round(t[k], 1) for k in ('forward', 'backward', 'optimizer')},
-                model_gflops_per_step=round(flops / 1e9, 2), achieved_gflops_per_s=round(achieved, 1),
-                peak_gflops_per_s=round(peak, 1), mfu=round(achieved / peak, 3), peak_mem_mb=round(peak_memory_mb(device), 1),
+                model_gflops_per_step=round(flops / 1e9, 2),
+                achieved_gflops_per_s=round(achieved, 1),
+                peak_gflops_per_s=round(peak, 1), mfu=round(achieved / peak, 3),
+                peak_mem_mb=round(peak_memory_mb(device), 1),
                 **(dict(auto_choice=precision, precisions=measured) if measured else {}))
 
 # %% ../nbs/15_bench.ipynb #9131404e
-def decoder_table(arch='vit_base', *, img_size=64, patch_size=8, bs=64, device='cpu', precision='auto', steps=3, warmup=1,
-                  configs=None) -> list[dict]:
-    "The paper's weakened decoders (§3.5) by MAE step throughput and parameters: one `bench` row per (decoder, width, depth)."
-    configs = configs or [('transformer', 512, 8), ('transformer', 512, 4), ('transformer', 256, 8), ('transformer', 128, 8),
-                          ('transformer', 64, 8), ('mlp', 512, 8), ('conv', 512, 8), ('hybrid_mlp', 512, 8), ('hybrid_conv', 512, 8)]
+def decoder_table(arch='vit_base', *, img_size=64, patch_size=8, bs=64, device='cpu',
+                  precision='auto', steps=3, warmup=1, configs=None) -> list[dict]:
+    """The paper's weakened decoders (§3.5) by MAE step throughput and parameters: one `bench` row
+    per (decoder, width, depth)."""
+    configs = configs or [('transformer', 512, 8), ('transformer', 512, 4), ('transformer', 256, 8),
+                          ('transformer', 128, 8), ('transformer', 64, 8), ('mlp', 512, 8),
+                          ('conv', 512, 8), ('hybrid_mlp', 512, 8), ('hybrid_conv', 512, 8)]
     rows = []
     for name, dim, depth in configs:
-        r = bench('mae', arch, decoder=name, dec_dim=dim, dec_depth=depth, img_size=img_size, patch_size=patch_size, bs=bs,
-                  device=device, precision=precision, steps=steps, warmup=warmup)
-        dec_params = sum(p.numel() for p in build_bench_model('mae', arch, img_size=img_size, patch_size=patch_size,
-                         decoder=name, dec_dim=dim, dec_depth=depth).decoder.parameters()) / 1e6
-        rows.append(dict(decoder=name, dim=dim, depth=depth, decoder_params_m=round(dec_params, 2), img_per_s=r['img_per_s'],
-                         step_ms=r['step_ms'], model_gflops_per_step=r['model_gflops_per_step'], mfu=r['mfu']))
+        r = bench('mae', arch, decoder=name, dec_dim=dim, dec_depth=depth, img_size=img_size,
+                  patch_size=patch_size, bs=bs, device=device, precision=precision, steps=steps,
+                  warmup=warmup)
+        dec_params = sum(p.numel() for p in build_bench_model(
+            'mae', arch, img_size=img_size, patch_size=patch_size, decoder=name, dec_dim=dim,
+            dec_depth=depth).decoder.parameters()) / 1e6
+        rows.append(dict(decoder=name, dim=dim, depth=depth, decoder_params_m=round(dec_params, 2),
+                         img_per_s=r['img_per_s'], step_ms=r['step_ms'],
+                         model_gflops_per_step=r['model_gflops_per_step'], mfu=r['mfu']))
     return rows
 
 # %% ../nbs/15_bench.ipynb #3c4d3fe4
-def loader_throughput(data=None, method='cmae', img_size=32, bs=64, workers=0, batches=20, seed=0) -> dict:
-    """Images per second that `cmae_pretrain`'s training DataLoader delivers on its own (decoding is done once, before the
-    clock starts; what is timed is augmentation and batching: crops, jitter, blur, the second view). `data`: a dataset
-    folder (None: the embedded one). Compare with `bench`'s img/s: when the loader is not several times faster than the
-    step, data loading bounds training and `--workers` is the knob."""
+def loader_throughput(data=None, method='cmae', img_size=32, bs=64, workers=0, batches=20,
+                      seed=0) -> dict:
+    """Images per second that `cmae_pretrain`'s training DataLoader delivers on its own (decoding is
+    done once, before the clock starts; what is timed is augmentation and batching: crops, jitter,
+    blur, the second view). `data`: a dataset folder (None: the embedded one). Compare with
+    `bench`'s img/s: when the loader is not several times faster than the step, data loading bounds
+    training and `--workers` is the knob."""
     from cmae_course.data import pretrain_dataloaders
     torch.manual_seed(seed)
-    dls = pretrain_dataloaders(data, kind='mae' if method == 'mae' else 'cmae', img_size=img_size, bs=bs, num_workers=workers,
-                               seed=seed, device=torch.device('cpu'), valid_pct=0)
+    dls = pretrain_dataloaders(data, kind='mae' if method == 'mae' else 'cmae', img_size=img_size,
+                               bs=bs, num_workers=workers, seed=seed, device=torch.device('cpu'),
+                               valid_pct=0)
     dl, n, t0 = dls.train, 0, None
     it = iter(dl)
-    next(it)                                                     # the first batch pays for starting workers: not timed
+    next(it)    # the first batch pays for starting workers: not timed
     t0 = time.perf_counter()
     for i, b in enumerate(it):
         n += b[0].shape[0]
         if i + 1 >= batches: break
     dt = time.perf_counter() - t0
-    return dict(method=method, img_size=img_size, bs=bs, workers=workers, batches=i + 1, img_per_s=round(n / dt, 1),
-                data=str(data or 'embedded'))
+    return dict(method=method, img_size=img_size, bs=bs, workers=workers, batches=i + 1,
+                img_per_s=round(n / dt, 1), data=str(data or 'embedded'))
 
 # %% ../nbs/15_bench.ipynb #2e072bf4
 @call_parse
@@ -196,35 +223,52 @@ def cmae_bench(
     data:str=None,             # with --loader: a dataset folder (default: the embedded dataset)
     workers:int=0,             # with --loader: DataLoader worker processes
 ):
-    "Time a pretraining step and print JSON: img/s, step time split, FLOPs, achieved GFLOP/s, matmul peak, mfu, peak memory."
-    if img_size % patch_size: raise ValueError(f"--img-size {img_size} is not divisible by --patch-size {patch_size}")
-    if decoder not in DECODERS: raise ValueError(f"--decoder {decoder!r} unknown; choose one of {list(DECODERS)}")
-    if method not in ('mae', 'cmae'): raise ValueError(f"--method {method!r} unknown; choose 'mae' or 'cmae'")
-    if (data or workers) and not loader: raise ValueError('--data and --workers time the data loader: add --loader')
+    """Time a pretraining step and print JSON: img/s, step time split, FLOPs, achieved GFLOP/s,
+    matmul peak, mfu, peak memory."""
+    if img_size % patch_size:
+        raise ValueError(f"--img-size {img_size} is not divisible by --patch-size {patch_size}")
+    if decoder not in DECODERS:
+        raise ValueError(f"--decoder {decoder!r} unknown; choose one of {list(DECODERS)}")
+    if method not in ('mae', 'cmae'):
+        raise ValueError(f"--method {method!r} unknown; choose 'mae' or 'cmae'")
+    if (data or workers) and not loader:
+        raise ValueError('--data and --workers time the data loader: add --loader')
     if loader:
-        print(json.dumps(loader_throughput(data, method, img_size, bs, workers, batches=max(steps, 5) * 4), indent=1)); return
-    kw = dict(img_size=img_size, patch_size=patch_size, bs=bs, device=device, steps=steps, warmup=warmup)
+        print(json.dumps(loader_throughput(data, method, img_size, bs, workers,
+                                           batches=max(steps, 5) * 4), indent=1))
+        return
+    kw = dict(img_size=img_size, patch_size=patch_size, bs=bs, device=device, steps=steps,
+              warmup=warmup)
     if depth: kw['depth'] = depth
     if decoders:
-        print(json.dumps(decoder_table(arch, precision=precision, **{k: v for k, v in kw.items() if k != 'depth'}), indent=1)); return
-    r = bench(method, arch, decoder=decoder, dec_dim=dec_dim, dec_depth=dec_depth, precision=precision, compile=compile, **kw)
+        print(json.dumps(decoder_table(arch, precision=precision,
+                                       **{k: v for k, v in kw.items() if k != 'depth'}), indent=1))
+        return
+    r = bench(method, arch, decoder=decoder, dec_dim=dec_dim, dec_depth=dec_depth,
+              precision=precision, compile=compile, **kw)
     if baseline:
-        b = bench(method, arch, decoder=decoder, dec_dim=dec_dim, dec_depth=dec_depth, precision='fp32', opt='plain', **kw)
-        r['baseline_fp32_eager_plain_adamw'] = {k: b[k] for k in ('img_per_s', 'step_ms', 'split_ms', 'mfu')}
+        b = bench(method, arch, decoder=decoder, dec_dim=dec_dim, dec_depth=dec_depth,
+                  precision='fp32', opt='plain', **kw)
+        r['baseline_fp32_eager_plain_adamw'] = {
+            k: b[k] for k in ('img_per_s', 'step_ms', 'split_ms', 'mfu')}
         r['speedup_vs_baseline'] = round(r['img_per_s'] / b['img_per_s'], 3)
     if compare_mae and method == 'cmae':
-        m = bench('mae', arch, decoder=decoder, dec_dim=dec_dim, dec_depth=dec_depth, precision=precision, compile=compile, **kw)
-        fr, tr = r['model_gflops_per_step'] / m['model_gflops_per_step'], r['step_ms'] / m['step_ms']
+        m = bench('mae', arch, decoder=decoder, dec_dim=dec_dim, dec_depth=dec_depth,
+                  precision=precision, compile=compile, **kw)
+        fr, tr = (r['model_gflops_per_step'] / m['model_gflops_per_step'],
+                  r['step_ms'] / m['step_ms'])
         r['mae'] = {k: m[k] for k in ('img_per_s', 'step_ms', 'model_gflops_per_step', 'mfu')}
-        r.update(flop_ratio_vs_mae=round(fr, 3), time_ratio_vs_mae=round(tr, 3), time_over_flop_ratio=round(tr / fr, 3))
+        r.update(flop_ratio_vs_mae=round(fr, 3), time_ratio_vs_mae=round(tr, 3),
+                 time_over_flop_ratio=round(tr / fr, 3))
     print(json.dumps(r, indent=1))
 
 # %% ../nbs/15_bench.ipynb #ca854af9
 def main(argv=None):
-    "Console entry point `cmae_bench`: accepts `--img-size` as well as fastcore's `--img_size`; bad arguments exit with one line."
+    """Console entry point `cmae_bench`: accepts `--img-size` as well as fastcore's `--img_size`;
+    bad arguments exit with one line."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    argv = ['--' + a[2:].partition('=')[0].replace('-', '_') + a[2:].partition('=')[1] + a[2:].partition('=')[2]
-            if a.startswith('--') else a for a in argv]
+    argv = ['--' + a[2:].partition('=')[0].replace('-', '_') + a[2:].partition('=')[1]
+            + a[2:].partition('=')[2] if a.startswith('--') else a for a in argv]
     args = anno_parser(cmae_bench, prog='cmae_bench').parse_args(argv)
     try: return cmae_bench(**{k: v for k, v in vars(args).items() if k not in ("pdb", "xtra")})
     except ValueError as e: raise SystemExit(f"cmae_bench: {e}") from None

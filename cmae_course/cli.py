@@ -13,13 +13,16 @@ import torch.nn.functional as F
 import torch.distributed as dist
 from fastcore.script import call_parse, is_cli
 
-# fastai's import warns that `torch.jit.script` is deprecated: noise for a CLI user, so it is silenced before fastai loads
-warnings.filterwarnings('ignore', message=r'`torch.jit.script` is deprecated', category=FutureWarning)
+# fastai's import warns that `torch.jit.script` is deprecated: noise for a CLI user, so it is
+# silenced before fastai loads
+warnings.filterwarnings('ignore', message=r'`torch.jit.script` is deprecated',
+                        category=FutureWarning)
 
-from .train import (pick_device, pick_precision, PRECISIONS, ssl_learner, fit_ssl, lr_from_blr, unwrap,
-                               init_distributed, is_rank0, world_size, NonFiniteLossError, OPTIMIZERS, plain_progress)
-from .checkpoint import (SaveCheckpoints, ResumeState, latest_checkpoint, load_checkpoint, restore_learner,
-                                    atomic_save, write_metrics)
+from .train import (pick_device, pick_precision, PRECISIONS, ssl_learner, fit_ssl,
+                               lr_from_blr, unwrap, init_distributed, is_rank0, world_size,
+                               NonFiniteLossError, OPTIMIZERS, plain_progress)
+from .checkpoint import (SaveCheckpoints, ResumeState, latest_checkpoint,
+                                    load_checkpoint, restore_learner, atomic_save, write_metrics)
 
 # %% auto #0
 __all__ = ['PRESETS', 'DEFAULTS', 'ARCHS', 'METHODS', 'METHOD_DEFAULTS', 'CCROP_SOURCES', 'LOC_MODES', 'is_moco',
@@ -29,29 +32,35 @@ __all__ = ['PRESETS', 'DEFAULTS', 'ARCHS', 'METHODS', 'METHOD_DEFAULTS', 'CCROP_
 
 # %% ../nbs/12_cli.ipynb #fb3b9c6f
 PRESETS = dict(
-    tiny=dict(arch='vit_tiny', depth=4, img_size=32, patch_size=4, decoder='transformer', dec_dim=128, dec_depth=2,
-              dec_heads=4, mask_ratio=0.75, epochs=10, bs=64, accum=1, blr=1.5e-3, wd=0.05, warmup=1, n_train=0,
-              ccrop_warmup=2, ccrop_interval=2, resnet_layers=(1, 1, 1, 1)),
-    gpu=dict(arch='vit_small', depth=12, img_size=64, patch_size=8, decoder='transformer', dec_dim=256, dec_depth=4,
-             dec_heads=8, mask_ratio=0.75, epochs=100, bs=256, accum=1, blr=1.5e-4, wd=0.05, warmup=10, n_train=0,
-             ccrop_warmup=20, ccrop_interval=20, resnet_layers=None),
-    paper=dict(arch='vit_base', depth=12, img_size=64, patch_size=8, decoder='transformer', dec_dim=512, dec_depth=8,
-               dec_heads=16, mask_ratio=0.75, epochs=300, bs=64, accum=1, blr=1e-3, wd=0.05, warmup=40, n_train=0,
-               ccrop_warmup=100, ccrop_interval=100, resnet_layers=None),
+    tiny=dict(arch='vit_tiny', depth=4, img_size=32, patch_size=4, decoder='transformer',
+              dec_dim=128, dec_depth=2, dec_heads=4, mask_ratio=0.75, epochs=10, bs=64, accum=1,
+              blr=1.5e-3, wd=0.05, warmup=1, n_train=0, ccrop_warmup=2, ccrop_interval=2,
+              resnet_layers=(1, 1, 1, 1)),
+    gpu=dict(arch='vit_small', depth=12, img_size=64, patch_size=8, decoder='transformer',
+             dec_dim=256, dec_depth=4, dec_heads=8, mask_ratio=0.75, epochs=100, bs=256, accum=1,
+             blr=1.5e-4, wd=0.05, warmup=10, n_train=0, ccrop_warmup=20, ccrop_interval=20,
+             resnet_layers=None),
+    paper=dict(arch='vit_base', depth=12, img_size=64, patch_size=8, decoder='transformer',
+               dec_dim=512, dec_depth=8, dec_heads=16, mask_ratio=0.75, epochs=300, bs=64, accum=1,
+               blr=1e-3, wd=0.05, warmup=40, n_train=0, ccrop_warmup=100, ccrop_interval=100,
+               resnet_layers=None),
 )
-DEFAULTS = dict(data=None, method='cmae', opt='adamw', momentum=0.99, momentum_end=1.0, moco_k=None, knn_every=0,
-                lambda_ctr=0.3, lambda_loc=1., lambda_rec=1.,
+DEFAULTS = dict(data=None, method='cmae', opt='adamw', momentum=0.99, momentum_end=1.0, moco_k=None,
+                knn_every=0, lambda_ctr=0.3, lambda_loc=1., lambda_rec=1.,
                 loc_mode=None, loc_loss='ce', pos_mask_ratio=0.75, tau=0.2, norm_pix=False,
-                ccrop='auto', ccrop_source='features:l2:pre_norm', ccrop_k=0.5, ccrop_alpha=1.0, precision='auto',
-                device='auto', compile=False, workers=0, seed=0, out='runs/cmae', keep=2, resume=False, init_mae=None,
-                probe=True, floor=True, figures=True)
+                ccrop='auto', ccrop_source='features:l2:pre_norm', ccrop_k=0.5, ccrop_alpha=1.0,
+                precision='auto', device='auto', compile=False, workers=0, seed=0, out='runs/cmae',
+                keep=2, resume=False, init_mae=None, probe=True, floor=True, figures=True)
 ARCHS = ('vit_tiny', 'vit_small', 'vit_base', 'resnet18', 'resnet50')
 METHODS = ('mae', 'cmae', 'mocov1', 'mocov2')
-# MoCo baselines: ContrastiveCrop's small-image MoCo recipe (SGD lr 0.5 at batch 512 = blr 0.25, wd 1e-4, cosine, no warmup),
-# MoCo's momentum 0.999, and the paper's backbones (v1: ResNet-18, v2: ResNet-50) with the small-image stem
+# MoCo baselines: ContrastiveCrop's small-image MoCo recipe (SGD lr 0.5 at batch 512 = blr 0.25,
+# wd 1e-4, cosine, no warmup), MoCo's momentum 0.999, and the paper's backbones (v1: ResNet-18,
+# v2: ResNet-50) with the small-image stem
 METHOD_DEFAULTS = dict(
-    mocov1=dict(arch='resnet18', opt='sgd', blr=0.25, wd=1e-4, warmup=0, momentum=0.999, momentum_end=0.999),
-    mocov2=dict(arch='resnet50', opt='sgd', blr=0.25, wd=1e-4, warmup=0, momentum=0.999, momentum_end=0.999))
+    mocov1=dict(arch='resnet18', opt='sgd', blr=0.25, wd=1e-4, warmup=0, momentum=0.999,
+                momentum_end=0.999),
+    mocov2=dict(arch='resnet50', opt='sgd', blr=0.25, wd=1e-4, warmup=0, momentum=0.999,
+                momentum_end=0.999))
 def is_moco(c:dict) -> bool:
     "Does config `c` train a MoCo baseline (a ResNet) rather than a ViT?"
     return c['method'].startswith('moco')
@@ -64,67 +73,98 @@ def _parse_layers(v):
     if v is None or v == '': return None
     try: t = tuple(int(x) for x in (v.split(',') if isinstance(v, str) else v))
     except (TypeError, ValueError): t = ()
-    if len(t) != 4 or min(t) < 1: raise ValueError(f"--resnet-layers {v!r}: expected 4 positive integers such as 2,2,2,2")
+    if len(t) != 4 or min(t) < 1:
+        raise ValueError(f"--resnet-layers {v!r}: expected 4 positive integers such as 2,2,2,2")
     return t
 
 def _check_writable(out:Path):
     try:
         out.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=out, prefix='.write-test-'): pass
-    except OSError as e: raise PermissionError(f"--out {out}: not writable ({e.strerror or e})") from None
+    except OSError as e:
+        raise PermissionError(f"--out {out}: not writable ({e.strerror or e})") from None
 
 def resolve_config(**opts) -> dict:
-    "Merge `opts` (None = take the preset's value) into a plain-types config dict; ValueError/FileNotFoundError if bad."
+    """Merge `opts` (None = take the preset's value) into a plain-types config dict;
+    ValueError/FileNotFoundError if bad."""
     from cmae_course.decoders import DECODERS
     preset = opts.get('preset') or 'tiny'
-    if preset not in PRESETS: raise ValueError(f"--preset {preset!r}: unknown; choose one of {list(PRESETS)}")
+    if preset not in PRESETS:
+        raise ValueError(f"--preset {preset!r}: unknown; choose one of {list(PRESETS)}")
     method = opts.get('method') or DEFAULTS['method']
-    if method not in METHODS: raise ValueError(f"--method {method!r}: unknown; choose one of {list(METHODS)}")
+    if method not in METHODS:
+        raise ValueError(f"--method {method!r}: unknown; choose one of {list(METHODS)}")
     cfg = {**DEFAULTS, **PRESETS[preset], **METHOD_DEFAULTS.get(method, {}), 'preset': preset}
     unknown = set(opts) - set(cfg)
     if unknown: raise ValueError(f"unknown option(s): {sorted(unknown)}")
     cfg.update({k: v for k, v in opts.items() if v is not None})
     c = cfg
-    if c['arch'] not in ARCHS: raise ValueError(f"--arch {c['arch']!r}: unknown; choose one of {list(ARCHS)}")
+    if c['arch'] not in ARCHS:
+        raise ValueError(f"--arch {c['arch']!r}: unknown; choose one of {list(ARCHS)}")
     if is_moco(c) != c['arch'].startswith('resnet'):
-        kind, want = ('a ResNet', 'resnet18 or resnet50') if is_moco(c) else ('a ViT', 'vit_tiny, vit_small or vit_base')
+        kind, want = (('a ResNet', 'resnet18 or resnet50') if is_moco(c) else
+                      ('a ViT', 'vit_tiny, vit_small or vit_base'))
         raise ValueError(f"--arch {c['arch']}: --method {c['method']} trains {kind}; choose {want}")
     c['resnet_layers'] = _parse_layers(c.get('resnet_layers'))
-    if c['opt'] not in OPTIMIZERS: raise ValueError(f"--opt {c['opt']!r}: choose one of {list(OPTIMIZERS)}")
-    if c['moco_k'] is not None and (int(c['moco_k']) != c['moco_k'] or c['moco_k'] < 1): raise ValueError(f"--moco-k {c['moco_k']}: must be a positive integer")
-    if int(c['knn_every']) != c['knn_every'] or c['knn_every'] < 0: raise ValueError(f"--knn-every {c['knn_every']}: must be an integer >= 0 (0 = off)")
-    if not (0 <= c['momentum'] <= 1 and 0 <= c['momentum_end'] <= 1): raise ValueError("--momentum and --momentum-end must be in [0, 1]")
-    if c['decoder'] not in DECODERS: raise ValueError(f"--decoder {c['decoder']!r}: unknown; choose one of {list(DECODERS)}")
-    for k in ('img_size', 'patch_size', 'bs', 'accum', 'dec_dim', 'dec_depth', 'dec_heads', 'depth'):
-        if int(c[k]) != c[k] or c[k] < 1: raise ValueError(f"--{k.replace('_', '-')} {c[k]}: must be a positive integer")
+    if c['opt'] not in OPTIMIZERS:
+        raise ValueError(f"--opt {c['opt']!r}: choose one of {list(OPTIMIZERS)}")
+    if c['moco_k'] is not None and (int(c['moco_k']) != c['moco_k'] or c['moco_k'] < 1):
+        raise ValueError(f"--moco-k {c['moco_k']}: must be a positive integer")
+    if int(c['knn_every']) != c['knn_every'] or c['knn_every'] < 0:
+        raise ValueError(f"--knn-every {c['knn_every']}: must be an integer >= 0 (0 = off)")
+    if not (0 <= c['momentum'] <= 1 and 0 <= c['momentum_end'] <= 1):
+        raise ValueError("--momentum and --momentum-end must be in [0, 1]")
+    if c['decoder'] not in DECODERS:
+        raise ValueError(f"--decoder {c['decoder']!r}: unknown; choose one of {list(DECODERS)}")
+    for k in ('img_size', 'patch_size', 'bs', 'accum', 'dec_dim', 'dec_depth', 'dec_heads',
+              'depth'):
+        if int(c[k]) != c[k] or c[k] < 1:
+            raise ValueError(f"--{k.replace('_', '-')} {c[k]}: must be a positive integer")
     if int(c['epochs']) != c['epochs'] or c['epochs'] < 0:
-        raise ValueError(f"--epochs {c['epochs']}: must be an integer >= 0 (0 = evaluate the untrained encoder)")
+        raise ValueError(f"--epochs {c['epochs']}: must be an integer >= 0 "
+                         "(0 = evaluate the untrained encoder)")
     if c['img_size'] % c['patch_size']:
-        raise ValueError(f"--img-size {c['img_size']} is not divisible by --patch-size {c['patch_size']}")
+        raise ValueError(f"--img-size {c['img_size']} is not divisible by "
+                         f"--patch-size {c['patch_size']}")
     if c['decoder'].startswith('hybrid') and c['dec_depth'] < 3:
-        raise ValueError(f"--dec-depth {c['dec_depth']}: a {c['decoder']} decoder needs at least 3 blocks (attention at each end, one in the middle)")
-    if c['dec_dim'] % c['dec_heads']: raise ValueError(f"--dec-dim {c['dec_dim']} is not divisible by --dec-heads {c['dec_heads']}")
-    if not 0 < c['mask_ratio'] < 1: raise ValueError(f"--mask-ratio {c['mask_ratio']}: must be in (0, 1)")
-    if c['blr'] <= 0 or c['wd'] < 0 or c['warmup'] < 0: raise ValueError("--blr must be > 0, --wd and --warmup >= 0")
-    if c['ccrop'] not in ('auto', 'on', 'off'): raise ValueError(f"--ccrop {c['ccrop']!r}: use --ccrop, --no-ccrop or --ccrop auto")
+        raise ValueError(f"--dec-depth {c['dec_depth']}: a {c['decoder']} decoder needs at least "
+                         "3 blocks (attention at each end, one in the middle)")
+    if c['dec_dim'] % c['dec_heads']:
+        raise ValueError(f"--dec-dim {c['dec_dim']} is not divisible by "
+                         f"--dec-heads {c['dec_heads']}")
+    if not 0 < c['mask_ratio'] < 1:
+        raise ValueError(f"--mask-ratio {c['mask_ratio']}: must be in (0, 1)")
+    if c['blr'] <= 0 or c['wd'] < 0 or c['warmup'] < 0:
+        raise ValueError("--blr must be > 0, --wd and --warmup >= 0")
+    if c['ccrop'] not in ('auto', 'on', 'off'):
+        raise ValueError(f"--ccrop {c['ccrop']!r}: use --ccrop, --no-ccrop or --ccrop auto")
     c['use_ccrop'] = c['ccrop'] == 'on' or (c['ccrop'] == 'auto' and c['method'] == 'cmae')
-    if c['use_ccrop'] and is_moco(c): raise ValueError(f"--ccrop: this course's ContrastiveCrop reads a ViT heatmap; --method {c['method']} trains a ResNet (use --no-ccrop)")
+    if c['use_ccrop'] and is_moco(c):
+        raise ValueError(f"--ccrop: this course's ContrastiveCrop reads a ViT heatmap; "
+                         f"--method {c['method']} trains a ResNet (use --no-ccrop)")
     from cmae_course.ccrop import parse_source
     try: parse_source(c['ccrop_source'])
-    except ValueError: raise ValueError(f"--ccrop-source {c['ccrop_source']!r}: choose attention, features or features:<sum|l2>:<post_norm|pre_norm>") from None
+    except ValueError:
+        raise ValueError(f"--ccrop-source {c['ccrop_source']!r}: choose attention, features or "
+                         "features:<sum|l2>:<post_norm|pre_norm>") from None
     if not 0 <= c['ccrop_k'] < 1: raise ValueError(f"--ccrop-k {c['ccrop_k']}: must be in [0, 1)")
-    if c['precision'] not in PRECISIONS: raise ValueError(f"--precision {c['precision']!r}: choose one of {list(PRECISIONS)}")
+    if c['precision'] not in PRECISIONS:
+        raise ValueError(f"--precision {c['precision']!r}: choose one of {list(PRECISIONS)}")
     if c['loc_mode'] is not None and c['loc_mode'] not in LOC_MODES:
         raise ValueError(f"--loc-mode {c['loc_mode']!r}: choose one of {list(LOC_MODES)}")
     from cmae_course.location import LOC_LOSSES
-    if c['loc_loss'] not in LOC_LOSSES: raise ValueError(f"--loc-loss {c['loc_loss']!r}: choose one of {list(LOC_LOSSES)}")
-    if not 0 <= c['pos_mask_ratio'] <= 1: raise ValueError(f"--pos-mask-ratio {c['pos_mask_ratio']}: must be in [0, 1]")
+    if c['loc_loss'] not in LOC_LOSSES:
+        raise ValueError(f"--loc-loss {c['loc_loss']!r}: choose one of {list(LOC_LOSSES)}")
+    if not 0 <= c['pos_mask_ratio'] <= 1:
+        raise ValueError(f"--pos-mask-ratio {c['pos_mask_ratio']}: must be in [0, 1]")
     if c['tau'] <= 0: raise ValueError(f"--tau {c['tau']}: must be > 0")
     for k in ('lambda_ctr', 'lambda_loc', 'lambda_rec'):
         if c[k] < 0: raise ValueError(f"--{k.replace('_', '-')} {c[k]}: must be >= 0")
-    if c['data'] is not None and not Path(c['data']).is_dir(): raise FileNotFoundError(f"--data {c['data']}: no such folder")
-    if c['init_mae'] is not None and not Path(c['init_mae']).is_file(): raise FileNotFoundError(f"--init-mae {c['init_mae']}: no such file")
-    pick_device(c['device'])                                        # raises for an unknown/unavailable device
+    if c['data'] is not None and not Path(c['data']).is_dir():
+        raise FileNotFoundError(f"--data {c['data']}: no such folder")
+    if c['init_mae'] is not None and not Path(c['init_mae']).is_file():
+        raise FileNotFoundError(f"--init-mae {c['init_mae']}: no such file")
+    pick_device(c['device'])    # raises for an unknown/unavailable device
     _check_writable(Path(c['out']))
     c['out'] = str(Path(c['out']))
     if c['data'] is not None: c['data'] = str(Path(c['data']).resolve())
@@ -136,11 +176,14 @@ def build_model(c:dict) -> nn.Module:
     from cmae_course import vit, decoders
     if is_moco(c):
         from cmae_course.moco import create_moco
-        return create_moco(c['method'][-2:], c['arch'], K=c['moco_k'], layers=c['resnet_layers'], m=c['momentum'],
-                           momentum_in_forward=False)          # the MomentumUpdate callback moves the key encoder
-    enc = getattr(vit, c['arch'])(img_size=c['img_size'], patch_size=c['patch_size'], depth=c['depth'])
-    dec = decoders.create_decoder(c['decoder'], embed_dim=enc.embed_dim, grid_size=enc.grid_size, patch_size=c['patch_size'],
-                                  dim=c['dec_dim'], depth=c['dec_depth'], num_heads=c['dec_heads'])
+        # the MomentumUpdate callback moves the key encoder
+        return create_moco(c['method'][-2:], c['arch'], K=c['moco_k'], layers=c['resnet_layers'],
+                           m=c['momentum'], momentum_in_forward=False)
+    enc = getattr(vit, c['arch'])(img_size=c['img_size'], patch_size=c['patch_size'],
+                                  depth=c['depth'])
+    dec = decoders.create_decoder(c['decoder'], embed_dim=enc.embed_dim, grid_size=enc.grid_size,
+                                  patch_size=c['patch_size'], dim=c['dec_dim'],
+                                  depth=c['dec_depth'], num_heads=c['dec_heads'])
     if c['init_mae']: _load_init_mae(enc, c['init_mae'])
     if c['method'] == 'mae':
         from cmae_course.mae import MAE
@@ -153,7 +196,8 @@ def cmae_kwargs(c:dict) -> dict:
     kw = dict(lambda_ctr=c['lambda_ctr'], lambda_loc=c['lambda_loc'], lambda_rec=c['lambda_rec'],
               use_ctr=c['lambda_ctr'] > 0, use_loc=c['lambda_loc'] > 0, momentum=c['momentum'])
     if c.get('loc_mode'): kw['loc_mode'] = c['loc_mode']
-    kw.update(loc_loss=c['loc_loss'], pos_mask_ratio=c['pos_mask_ratio'], tau=c['tau'], norm_pix_loss=c['norm_pix'])
+    kw.update(loc_loss=c['loc_loss'], pos_mask_ratio=c['pos_mask_ratio'], tau=c['tau'],
+              norm_pix_loss=c['norm_pix'])
     return kw
 
 def _load_init_mae(enc:nn.Module, path:str):
@@ -162,7 +206,9 @@ def _load_init_mae(enc:nn.Module, path:str):
     sd = sd.state_dict() if isinstance(sd, nn.Module) else sd
     sd = {k[len('encoder.'):] if k.startswith('encoder.') else k: v for k, v in sd.items()}
     missing, unexpected = enc.load_state_dict(sd, strict=False)
-    if is_rank0(): print(f"--init-mae: loaded {path} ({len(missing)} missing, {len(unexpected)} unexpected keys)")
+    if is_rank0():
+        print(f"--init-mae: loaded {path} "
+              f"({len(missing)} missing, {len(unexpected)} unexpected keys)")
 
 # %% ../nbs/12_cli.ipynb #9dbce565
 def build_data(c:dict, device:torch.device):
@@ -170,13 +216,18 @@ def build_data(c:dict, device:torch.device):
     from cmae_course import data
     path = data.make_default_dataset() if c['data'] is None else c['data']
     train, valid, held_out = data.train_valid_split(path, max(c['img_size'], 64), seed=c['seed'])
-    if held_out: _say(f"{path}: no validation split (a 'val' folder): evaluating on {len(valid)} held-out training images (10%)")
+    if held_out:
+        _say(f"{path}: no validation split (a 'val' folder): "
+             f"evaluating on {len(valid)} held-out training images (10%)")
     if c['n_train'] and c['n_train'] < len(train):
         g = torch.Generator().manual_seed(c['seed'])
-        train = train.subset(torch.randperm(len(train), generator=g)[:c['n_train']].sort().values, 'train')
-    aug = dict(jitter=(0.4, 0.4, 0.4, 0.4), p_jitter=1.0) if c['method'] == 'mocov1' else {}   # v1: ColorJitter always, hue 0.4
-    dls = data.pretrain_dataloaders(path, kind='mae' if c['method'] == 'mae' else 'cmae', img_size=c['img_size'], bs=c['bs'],
-                                    num_workers=c['workers'], seed=c['seed'], device=device, images=(train, valid),
+        train = train.subset(torch.randperm(len(train), generator=g)[:c['n_train']].sort().values,
+                             'train')
+    # v1: ColorJitter always, hue 0.4
+    aug = dict(jitter=(0.4, 0.4, 0.4, 0.4), p_jitter=1.0) if c['method'] == 'mocov1' else {}
+    dls = data.pretrain_dataloaders(path, kind='mae' if c['method'] == 'mae' else 'cmae',
+                                    img_size=c['img_size'], bs=c['bs'], num_workers=c['workers'],
+                                    seed=c['seed'], device=device, images=(train, valid),
                                     alpha=c['ccrop_alpha'], **aug)
     return dls, (train, valid)
 
@@ -185,7 +236,8 @@ def plot_losses(history:list, fname=None):
     "One panel per logged loss part over epochs, from the `metrics.json` history."
     import matplotlib; import matplotlib.pyplot as plt
     parts = [k for k in ('loss', 'rec', 'ctr', 'loc') if any(r.get(k) is not None for r in history)]
-    if 'train_loss' in (history[0] if history else {}) and 'loss' not in parts: parts = ['train_loss'] + parts
+    if 'train_loss' in (history[0] if history else {}) and 'loss' not in parts:
+        parts = ['train_loss'] + parts
     fig, axs = plt.subplots(1, len(parts), figsize=(2.6 * len(parts), 2.2), dpi=72, squeeze=False)
     for ax, k in zip(axs[0], parts):
         ep = [r['epoch'] for r in history if r.get(k) is not None]
@@ -197,17 +249,21 @@ def plot_losses(history:list, fname=None):
 
 @torch.no_grad()
 def reconstruct(model:nn.Module, imgs:torch.Tensor, mask_ratio:float=0.75, seed:int=0):
-    "(pred_imgs, mask_imgs) for `imgs` (N, C, H, W): MAE or CMAE prediction unpatchified (norm-pix undone), mask 1 = hidden."
+    """(pred_imgs, mask_imgs) for `imgs` (N, C, H, W): MAE or CMAE prediction unpatchified (norm-pix
+    undone), mask 1 = hidden."""
     from cmae_course.patching import patchify, unpatchify
     enc = model.encoder
     p = enc.patch_size
-    noise = torch.rand(len(imgs), enc.num_patches, generator=torch.Generator().manual_seed(seed)).to(imgs.device)
+    noise = torch.rand(len(imgs), enc.num_patches,
+                       generator=torch.Generator().manual_seed(seed)).to(imgs.device)
     was = model.training; model.eval()
-    out = model(imgs, imgs, mask_ratio=mask_ratio, noise=noise) if hasattr(model, 'momentum_update') else model(imgs, mask_ratio=mask_ratio, noise=noise)
+    out = (model(imgs, imgs, mask_ratio=mask_ratio, noise=noise)
+           if hasattr(model, 'momentum_update')
+           else model(imgs, mask_ratio=mask_ratio, noise=noise))
     model.train(was)
     pred, mask = (out['pred'], out['mask']) if isinstance(out, dict) else out[1:]
     pred = pred.float()
-    if getattr(model, 'norm_pix_loss', False):               # the model predicts per-patch normalised pixels
+    if getattr(model, 'norm_pix_loss', False):    # the model predicts per-patch normalised pixels
         t = patchify(imgs, p)
         pred = pred * (t.var(-1, keepdim=True) + 1e-6).sqrt() + t.mean(-1, keepdim=True)
     m = mask.float()[..., None].expand(-1, -1, pred.shape[-1])
@@ -224,7 +280,8 @@ def plot_reconstructions(model, imgs, mask_ratio=0.75, fname=None, denorm=None):
     fig, axs = plt.subplots(3, n, figsize=(1.1 * n, 3.4), dpi=72, squeeze=False)
     for r, (row, name) in enumerate(zip(rows, ('original', 'visible', 'reconstruction'))):
         for i in range(n):
-            axs[r, i].imshow(denorm(row[i].float().cpu()).permute(1, 2, 0).numpy()); axs[r, i].axis('off')
+            axs[r, i].imshow(denorm(row[i].float().cpu()).permute(1, 2, 0).numpy())
+            axs[r, i].axis('off')
         axs[r, 0].set_title(name, fontsize=7, loc='left')
     fig.tight_layout(pad=0.2)
     if fname: fig.savefig(fname); plt.close(fig)
@@ -235,7 +292,8 @@ def plot_heatmaps(encoder, imgs, true_boxes=None, source='features', k=0.1, fnam
     import matplotlib.pyplot as plt, matplotlib.patches as patches
     from cmae_course.ccrop import heatmap, boxes_from_heatmap
     from cmae_course.data import denormalize
-    hm = heatmap(encoder, imgs, source).float().cpu()          # eval mode and no_grad inside, modes restored
+    # eval mode and no_grad inside, modes restored
+    hm = heatmap(encoder, imgs, source).float().cpu()
     boxes, n, S = boxes_from_heatmap(hm, k), len(imgs), imgs.shape[-1]
     fig, axs = plt.subplots(2, n, figsize=(1.1 * n, 2.4), dpi=72, squeeze=False)
     for i in range(n):
@@ -243,10 +301,12 @@ def plot_heatmaps(encoder, imgs, true_boxes=None, source='features', k=0.1, fnam
         axs[1, i].imshow(hm[i].numpy(), cmap='inferno', vmin=0, vmax=1)
         for ax in axs[:, i]:
             ax.axis('off')
-            for b, col in ((boxes[i], 'yellow'), (None if true_boxes is None else true_boxes[i], 'lime')):
+            for b, col in ((boxes[i], 'yellow'),
+                           (None if true_boxes is None else true_boxes[i], 'lime')):
                 if b is None or torch.isnan(b).any(): continue
                 x0, y0, x1, y1 = (float(v) * S for v in b)
-                ax.add_patch(patches.Rectangle((x0 - .5, y0 - .5), x1 - x0, y1 - y0, fill=False, color=col, lw=1.2))
+                ax.add_patch(patches.Rectangle((x0 - .5, y0 - .5), x1 - x0, y1 - y0, fill=False,
+                                               color=col, lw=1.2))
     axs[0, 0].set_title(f'heatmap: {source}, k={k}', fontsize=7, loc='left')
     fig.tight_layout(pad=0.2)
     if fname: fig.savefig(fname); plt.close(fig)
@@ -261,16 +321,19 @@ def _say(*a):
     if is_rank0(): print(*a, flush=True)
 
 class DataError(ValueError):
-    "A problem with the dataset (unreadable split, bad annotation, ...): `cmae_pretrain` stops on it before any training."
+    """A problem with the dataset (unreadable split, bad annotation, ...): `cmae_pretrain` stops on
+    it before any training."""
 
 def _calib_note(cal:dict|None) -> str:
-    "' (auto: fp32 0.52 s, bf16 0.31 s per step, measured)': how --precision auto chose, for the run header."
+    """' (auto: fp32 0.52 s, bf16 0.31 s per step, measured)': how --precision auto chose, for the
+    run header."""
     if not cal: return ''
     times = ', '.join(f"{p} {s:.3g} s" for p, s in cal['step_s'].items())
     return f" (auto: {times} per forward+backward, {'cached' if cal['cached'] else 'measured'})"
 
 def pretrain(c:dict) -> dict:
-    "Run the pretraining job described by config `c` (from `resolve_config`); returns the summary dict."
+    """Run the pretraining job described by config `c` (from `resolve_config`); returns the summary
+    dict."""
     t_start = time.perf_counter()
     device = pick_device(c['device'])
     rank, ws = init_distributed(device)
@@ -279,7 +342,8 @@ def pretrain(c:dict) -> dict:
     _seed_all(c['seed'] + rank)
     try: dls, (train_ims, valid_ims) = build_data(c, device)
     except (ValueError, FileNotFoundError) as e: raise DataError(str(e).splitlines()[0]) from None
-    if is_moco(c) and c['moco_k'] is None:                      # queue: at most one key per training image, whole batches
+    # queue: at most one key per training image, whole batches
+    if is_moco(c) and c['moco_k'] is None:
         from cmae_course.moco import auto_queue_size
         c['moco_k'] = auto_queue_size(len(dls.train.dataset), c['bs'] * ws)
     _seed_all(c['seed'])                                        # same initial weights on every rank
@@ -290,23 +354,29 @@ def pretrain(c:dict) -> dict:
     if c['use_ccrop']:
         from cmae_course.ccrop import BoxRefreshCallback
         from cmae_course.data import eval_view
-        cbs.append(BoxRefreshCallback(warmup=c['ccrop_warmup'], interval=c['ccrop_interval'], k=c['ccrop_k'],
-                                      source=c['ccrop_source'], eval_ds=eval_view(dls.train.dataset), bs=256))
-    if os.environ.get('CMAE_INJECT_NAN'):                      # test hook: 'RANK:STEP' makes that rank's loss NaN once
+        cbs.append(BoxRefreshCallback(warmup=c['ccrop_warmup'], interval=c['ccrop_interval'],
+                                      k=c['ccrop_k'], source=c['ccrop_source'],
+                                      eval_ds=eval_view(dls.train.dataset), bs=256))
+    # test hook: 'RANK:STEP' makes that rank's loss NaN once
+    if os.environ.get('CMAE_INJECT_NAN'):
         from cmae_course.train import InjectNaN
         cbs.append(InjectNaN(*(int(v) for v in os.environ['CMAE_INJECT_NAN'].split(':'))))
     if c['method'] == 'mocov2':
         from cmae_course.moco import MoCoBlur
         cbs.append(MoCoBlur())
-    if c['knn_every'] and is_rank0():                            # kNN monitor -> knn_top1/knn_top5 columns of metrics.json
+    # kNN monitor -> knn_top1/knn_top5 columns of metrics.json
+    if c['knn_every'] and is_rank0():
         from cmae_course.data import ViewDataset, eval_view
         from cmae_course.evaluate import KNNMonitorCallback
-        cbs.append(KNNMonitorCallback(eval_view(dls.train.dataset), ViewDataset(valid_ims, 'eval', c['img_size']),
+        cbs.append(KNNMonitorCallback(eval_view(dls.train.dataset),
+                                      ViewDataset(valid_ims, 'eval', c['img_size']),
                                       every=c['knn_every'], readout='mean'))
-    learn = ssl_learner(model, dls, mask_ratio=c['mask_ratio'], lr=lr, weight_decay=c['wd'], accum=c['accum'],
-                        precision=c['precision'], device=device, compile=c['compile'], cbs=cbs, path=out,
+    learn = ssl_learner(model, dls, mask_ratio=c['mask_ratio'], lr=lr, weight_decay=c['wd'],
+                        accum=c['accum'], precision=c['precision'], device=device,
+                        compile=c['compile'], cbs=cbs, path=out,
                         momentum=(c['momentum'], c['momentum_end']), opt=c['opt'])
-    if not sys.stdout.isatty(): plain_progress(learn)         # a log file or pipe: one line per epoch, no bar frames
+    if not sys.stdout.isatty():
+        plain_progress(learn)         # a log file or pipe: one line per epoch, no bar frames
     start = 0
     if c['resume']:
         ck = latest_checkpoint(out)
@@ -315,26 +385,38 @@ def pretrain(c:dict) -> dict:
             start = restore_learner(learn, load_checkpoint(ck))
             _say(f"resumed from {ck} (epoch {start}, optimizer step {learn.opt_steps})")
     n_iter = len(dls.train)
-    net_desc = (f"{c['arch']}(blocks {c['resnet_layers'] or 'standard'}) {c['img_size']}px queue {c['moco_k']}" if is_moco(c) else
-                f"{c['arch']}(depth {c['depth']}) {c['img_size']}px/p{c['patch_size']} decoder {c['decoder']}({c['dec_dim']}d{c['dec_depth']}b)")
-    _say(f"cmae_pretrain: {c['method']} {net_desc} | {c['opt']} | {len(dls.train.dataset)} images, {n_iter} it/epoch x "
-         f"{c['epochs']} epochs | bs {c['bs']} x accum {c['accum']} x {ws} proc, lr {lr:.2e} | {device}, {learn.precision}"
+    net_desc = (f"{c['arch']}(blocks {c['resnet_layers'] or 'standard'}) {c['img_size']}px "
+                f"queue {c['moco_k']}" if is_moco(c) else
+                f"{c['arch']}(depth {c['depth']}) {c['img_size']}px/p{c['patch_size']} "
+                f"decoder {c['decoder']}({c['dec_dim']}d{c['dec_depth']}b)")
+    _say(f"cmae_pretrain: {c['method']} {net_desc} | {c['opt']} | "
+         f"{len(dls.train.dataset)} images, {n_iter} it/epoch x "
+         f"{c['epochs']} epochs | bs {c['bs']} x accum {c['accum']} x {ws} proc, lr {lr:.2e} | "
+         f"{device}, {learn.precision}"
          + _calib_note(learn.precision_calibration))
     net = unwrap(learn.model).model
     floor = {}
-    if c['probe'] and c['floor'] and is_rank0() and c['epochs'] > 0 and start == 0:   # the untrained encoder, evaluated the same way: the floor
+    # the untrained encoder, evaluated the same way: the floor
+    if c['probe'] and c['floor'] and is_rank0() and c['epochs'] > 0 and start == 0:
         floor = {'untrained_' + k: v for k, v in _evaluate(net.encoder, dls, valid_ims, c).items()}
     t0 = time.perf_counter()
-    if start < c['epochs']: fit_ssl(learn, c['epochs'], lr=lr, warmup_epochs=c['warmup'], start_epoch=start)
+    if start < c['epochs']:
+        fit_ssl(learn, c['epochs'], lr=lr, warmup_epochs=c['warmup'], start_epoch=start)
     train_s = time.perf_counter() - t0
-    summary = dict(method=c['method'], epochs=c['epochs'], opt_steps=int(learn.opt_steps), train_seconds=round(train_s, 1),
-                   world_size=ws, device=str(device), precision=learn.precision)
-    if learn.precision_calibration: summary['precision_step_s'] = learn.precision_calibration['step_s']
+    summary = dict(method=c['method'], epochs=c['epochs'], opt_steps=int(learn.opt_steps),
+                   train_seconds=round(train_s, 1), world_size=ws, device=str(device),
+                   precision=learn.precision)
+    if learn.precision_calibration:
+        summary['precision_step_s'] = learn.precision_calibration['step_s']
     hist = getattr(learn, 'history', [])
-    if hist: summary.update({k: hist[-1].get(k) for k in ('rec', 'ctr', 'loc', 'ctr_acc', 'loc_acc', 'img_s')
+    if hist: summary.update({k: hist[-1].get(k)
+                             for k in ('rec', 'ctr', 'loc', 'ctr_acc', 'loc_acc', 'img_s')
                              if hist[-1].get(k) is not None})
     refreshes = [h for h in hist if h.get('box_iou') is not None]
-    if refreshes: summary.update({k: refreshes[-1][k] for k in ('box_iou', 'box_iou_whole', 'box_whole_share')})  # last refresh
+    if refreshes:
+        # last refresh
+        summary.update({k: refreshes[-1][k]
+                        for k in ('box_iou', 'box_iou_whole', 'box_whole_share')})
     if is_rank0():
         atomic_save(net.encoder.state_dict(), out/'encoder.pt')
         if c['figures'] and c['epochs'] > 0: _figures(net, learn, dls, valid_ims, c, out)
@@ -349,38 +431,48 @@ def _figures(net, learn, dls, valid_ims, c, out):
     from cmae_course.data import ViewDataset
     hist = getattr(learn, 'history', [])
     if hist: plot_losses(hist, out/'loss_curves.png')
-    if is_moco(c): return                                       # no decoder to reconstruct with, no ViT heatmap
+    if is_moco(c):
+        return    # no decoder to reconstruct with, no ViT heatmap
     ev = ViewDataset(valid_ims, 'eval', c['img_size'])
     idx = list(range(0, len(ev), max(1, len(ev) // 8)))[:8]
     x = ev.get_batch(idx)[0].to(next(net.parameters()).device)
     from cmae_course.contrastive import local_only
-    with local_only(): plot_reconstructions(net, x, c['mask_ratio'], out/'reconstructions.png')   # rank 0 alone: no collectives
-    plot_heatmaps(net.encoder, x, ev.true_boxes[idx], c['ccrop_source'], c['ccrop_k'], out/'heatmaps.png')
+    with local_only():
+        # rank 0 alone: no collectives
+        plot_reconstructions(net, x, c['mask_ratio'], out/'reconstructions.png')
+    plot_heatmaps(net.encoder, x, ev.true_boxes[idx], c['ccrop_source'], c['ccrop_k'],
+                  out/'heatmaps.png')
 
 def _evaluate(encoder, dls, valid_ims, c) -> dict:
-    """kNN (centred features) and the converged linear probe from `cmae_course.evaluate` on one extraction of mean-pooled frozen
-    features, plus the probe's own training accuracy (a probe that cannot fit its training set shows here); fractions."""
+    """kNN (centred features) and the converged linear probe from `cmae_course.evaluate` on one
+    extraction of mean-pooled frozen features, plus the probe's own training accuracy (a probe that
+    cannot fit its training set shows here); fractions."""
     from cmae_course.data import ViewDataset, eval_view
     from cmae_course.evaluate import evaluate_encoder
     tr, va = eval_view(dls.train.dataset), ViewDataset(valid_ims, 'eval', c['img_size'])
-    with torch.random.fork_rng():                        # evaluating must not change the training run's random stream
+    # evaluating must not change the training run's random stream
+    with torch.random.fork_rng():
         r = evaluate_encoder(encoder, tr, va)
-    return dict(knn_top1=round(r['knn_top1'] / 100, 4), linprobe_top1=round(r['linear_top1'] / 100, 4),
+    return dict(knn_top1=round(r['knn_top1'] / 100, 4),
+                linprobe_top1=round(r['linear_top1'] / 100, 4),
                 probe_train_acc=round(r['linear_train_acc'] / 100, 4))
 
 def print_summary(s:dict):
-    "The run's summary as a two-column table; the frozen-feature results get the untrained encoder's beside them."
+    """The run's summary as a two-column table; the frozen-feature results get the untrained
+    encoder's beside them."""
     rows = {k: v for k, v in s.items() if not k.startswith('untrained_')}
     w = max(len(k) for k in rows)
     print('\n' + '-' * (w + 30))
     for k, v in rows.items():
         fmt = lambda x: f"{x:.4g}" if isinstance(x, float) else f"{x}"
-        print(f"{k:<{w}}  {fmt(v)}" + (f"   (untrained {fmt(s['untrained_' + k])})" if 'untrained_' + k in s else ''))
+        print(f"{k:<{w}}  {fmt(v)}"
+              + (f"   (untrained {fmt(s['untrained_' + k])})" if 'untrained_' + k in s else ''))
     print('-' * (w + 30))
 
 # %% ../nbs/12_cli.ipynb #241b31eb
 def cli_argv(argv:list[str]) -> list[str]:
-    "Accept `--img-size` for fastcore's `--img_size`, and `--ccrop` / `--no-ccrop` for `--ccrop on|off`."
+    """Accept `--img-size` for fastcore's `--img_size`, and `--ccrop` / `--no-ccrop` for `--ccrop
+    on|off`."""
     out, i = [], 0
     while i < len(argv):
         a = argv[i]
@@ -451,17 +543,21 @@ def cmae_pretrain(
     floor:bool=True,          # do not evaluate the untrained encoder first (the floor printed beside the results)
     figures:bool=True,        # write no PNG figures
 ):
-    "Pretrain MAE, CMAE or a MoCo baseline on a folder of images (default: the embedded shapes dataset) and evaluate the encoder."
+    """Pretrain MAE, CMAE or a MoCo baseline on a folder of images (default: the embedded shapes
+    dataset) and evaluate the encoder."""
     opts = {k: v for k, v in locals().items()}
     try: c = resolve_config(**opts)
     except (ValueError, FileNotFoundError, PermissionError) as e:
         if is_cli(cmae_pretrain): sys.exit(f"cmae_pretrain: error: {e}")
         raise
     try: summary = pretrain(c)
-    except DataError as e:                                # the data cannot be used: one line, before any training
+    except DataError as e:    # the data cannot be used: one line, before any training
         if is_cli(cmae_pretrain): sys.exit(f"cmae_pretrain: error: {e}")
         raise
-    except NonFiniteLossError as e:                       # one line, not a traceback; the last checkpoint is intact
-        if is_cli(cmae_pretrain): sys.exit(f"cmae_pretrain: stopped: {str(e).splitlines()[-1].strip()}")   # fastai prefixes a line
+    except NonFiniteLossError as e:    # one line, not a traceback; the last checkpoint is intact
+        if is_cli(cmae_pretrain):
+            # fastai prefixes a line
+            sys.exit(f"cmae_pretrain: stopped: {str(e).splitlines()[-1].strip()}")
         raise
-    return None if is_cli(cmae_pretrain) else summary              # a console script's return value becomes its exit status
+    # a console script's return value becomes its exit status
+    return None if is_cli(cmae_pretrain) else summary

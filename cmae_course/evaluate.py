@@ -13,7 +13,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 import warnings
-warnings.filterwarnings('ignore', message=r'`torch.jit.script` is deprecated', category=FutureWarning)  # from fastai's import: keeps CLI stderr to one line
+# from fastai's import: keeps CLI stderr to one line
+warnings.filterwarnings('ignore', message=r'`torch.jit.script` is deprecated',
+                        category=FutureWarning)
 from fastai.callback.core import Callback
 from fastai.learner import Learner
 from fastai.optimizer import OptimWrapper
@@ -36,36 +38,42 @@ __all__ = ['PROBE_OPTS', 'PROBE_WDS', 'PROTOCOLS', 'READOUT', 'FEW_LABEL', 'is_v
 
 # %% ../nbs/13_eval.ipynb #567a5c00
 def is_vit(m: nn.Module) -> bool:
-    "True for encoders that follow the `cmae_course.vit.ViT` contract (cls token, patch embedding, blocks)."
+    """True for encoders that follow the `cmae_course.vit.ViT` contract (cls token, patch embedding,
+    blocks)."""
     return all(hasattr(m, a) for a in ('cls_token', 'patch_embed', 'blocks', 'embed'))
 
 def feature_fn(encoder: nn.Module, readout: str = 'cls') -> Callable[[Tensor], Tensor]:
-    """Adapter from any encoder to `imgs (N, C, H, W) -> features (N, D)`.
-    Token outputs (N, 1+L, D) (a ViT, cls first): 'cls' = token 0 (MAE linear-probe default), 'mean' = mean of the patch tokens.
-    Feature maps (N, C, h, w) (a CNN trunk): global average pool. Vectors (N, D): used as they are."""
-    if readout not in ('cls', 'mean'): raise ValueError(f"readout must be 'cls' or 'mean', got {readout!r}")
+    """Adapter from any encoder to `imgs (N, C, H, W) -> features (N, D)`. Token outputs (N, 1+L, D)
+    (a ViT, cls first): 'cls' = token 0 (MAE linear-probe default), 'mean' = mean of the patch
+    tokens. Feature maps (N, C, h, w) (a CNN trunk): global average pool. Vectors (N, D): used as
+    they are."""
+    if readout not in ('cls', 'mean'):
+        raise ValueError(f"readout must be 'cls' or 'mean', got {readout!r}")
     def fn(imgs: Tensor) -> Tensor:
         out = encoder(imgs)
         if isinstance(out, (tuple, list)): out = out[0]
         if out.ndim == 2: return out
         if out.ndim == 3: return out[:, 0] if readout == 'cls' else out[:, 1:].mean(1)
         if out.ndim == 4: return out.mean((2, 3))
-        raise ValueError(f"encoder output must be (N, D), (N, T, D) or (N, C, h, w), got {tuple(out.shape)}")
+        raise ValueError("encoder output must be (N, D), (N, T, D) or (N, C, h, w), "
+                         f"got {tuple(out.shape)}")
     return fn
 
 # %% ../nbs/13_eval.ipynb #c537b1cc
-from .ccrop import eval_mode   # eval mode inside a block; every submodule's own flag restored afterwards
+# eval mode inside a block; every submodule's own flag restored afterwards
+from .ccrop import eval_mode
 
 def _device_of(module: nn.Module) -> torch.device:
     p = next(module.parameters(), None)
     return p.device if p is not None else torch.device('cpu')
 
 def _batches(data, bs: int) -> Iterable:
-    "Yield (imgs, labels) batches from a Dataset of (img, label) items, a DataLoader, or an (imgs, labels) tensor pair."
+    """Yield (imgs, labels) batches from a Dataset of (img, label) items, a DataLoader, or an (imgs,
+    labels) tensor pair."""
     if isinstance(data, (tuple, list)) and len(data) == 2 and isinstance(data[0], Tensor):
         imgs, labels = data
         for i in range(0, len(imgs), bs): yield imgs[i:i + bs], labels[i:i + bs]
-    elif hasattr(data, 'get_batch'):                                  # cmae_course.data.ViewDataset: vectorised batches
+    elif hasattr(data, 'get_batch'):    # cmae_course.data.ViewDataset: vectorised batches
         for i in range(0, len(data), bs):
             b = data.get_batch(list(range(i, min(i + bs, len(data)))))
             yield b[0], b[-1]
@@ -76,11 +84,13 @@ def _batches(data, bs: int) -> Iterable:
 
 @torch.no_grad()
 def extract_features(encoder: nn.Module, data, readout: str = 'cls', bs: int = 256, device=None,
-                     amp: bool | None = None, feat: Callable | None = None) -> tuple[Tensor, Tensor]:
-    """Run a FROZEN encoder (eval mode, no grad) once over un-augmented eval views.
-    data: Dataset of (img (C, H, W), label), a DataLoader of (imgs, labels), or a pair of tensors (imgs (N,C,H,W), labels (N,)).
-    Returns feats (N, D) float32 on the CPU and labels (N,) long. `amp` (default: on for CUDA) runs under bf16 autocast.
-    `feat` replaces the default `feature_fn(encoder, readout)` adapter."""
+                     amp: bool | None = None,
+                     feat: Callable | None = None) -> tuple[Tensor, Tensor]:
+    """Run a FROZEN encoder (eval mode, no grad) once over un-augmented eval views. data: Dataset of
+    (img (C, H, W), label), a DataLoader of (imgs, labels), or a pair of tensors (imgs (N,C,H,W),
+    labels (N,)). Returns feats (N, D) float32 on the CPU and labels (N,) long. `amp` (default: on
+    for CUDA) runs under bf16 autocast. `feat` replaces the default `feature_fn(encoder, readout)`
+    adapter."""
     device = torch.device(device) if device is not None else _device_of(encoder)
     if amp is None: amp = device.type == 'cuda'
     fn = feat or feature_fn(encoder, readout)
@@ -105,14 +115,17 @@ def file_hash(path, n: int = 16) -> str:
     return h.hexdigest()[:n]
 
 def cache_key(*parts) -> str:
-    "A short stable key from any JSON-able parts, e.g. cache_key(ckpt_hash, data_root, 'train', readout)."
+    """A short stable key from any JSON-able parts, e.g. cache_key(ckpt_hash, data_root, 'train',
+    readout)."""
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 class FeatureCache:
-    "Features computed once per key: kept in memory, and on disk as `<dir>/<key>.pt` when `dir` is given."
+    """Features computed once per key: kept in memory, and on disk as `<dir>/<key>.pt` when `dir` is
+    given."""
     def __init__(self, dir=None):
         self.dir, self.mem = (Path(dir) if dir is not None else None), {}
-    def __call__(self, key: str, compute: Callable[[], tuple[Tensor, Tensor]]) -> tuple[Tensor, Tensor]:
+    def __call__(self, key: str,
+                 compute: Callable[[], tuple[Tensor, Tensor]]) -> tuple[Tensor, Tensor]:
         if key in self.mem: return self.mem[key]
         path = self.dir / f'{key}.pt' if self.dir is not None else None
         if path is not None and path.exists(): val = tuple(torch.load(path, weights_only=True))
@@ -126,7 +139,8 @@ class FeatureCache:
 
 # %% ../nbs/13_eval.ipynb #b3094afe
 def topk_accuracy(scores: Tensor, labels: Tensor, ks=(1, 5)) -> list[float]:
-    "scores: (N, C), labels: (N,) -> accuracy in percent for each k (k is clipped to C, so top-5 of 3 classes is 100)."
+    """scores: (N, C), labels: (N,) -> accuracy in percent for each k (k is clipped to C, so top-5
+    of 3 classes is 100)."""
     maxk = min(max(ks), scores.shape[1])
     pred = scores.topk(maxk, dim=1).indices                       # (N, maxk)
     hit = pred.eq(labels.view(-1, 1).to(pred.device))
@@ -134,44 +148,54 @@ def topk_accuracy(scores: Tensor, labels: Tensor, ks=(1, 5)) -> list[float]:
 
 # %% ../nbs/13_eval.ipynb #c6abe0dd
 @torch.no_grad()
-def knn_scores(bank_feats: Tensor, bank_labels: Tensor, query_feats: Tensor, k: int = 20, T: float = 0.07,
-               n_classes: int | None = None, chunk: int = 1024) -> Tensor:
-    """Weighted kNN votes as in InstDisc / DINO. bank_feats: (Nb, D), bank_labels: (Nb,), query_feats: (Nq, D) -> scores (Nq, C).
-    Cosine similarity s to the k nearest bank items; each votes for its label with weight exp(s / T); scores are each class's share
-    of the votes (rows sum to 1). exp((s - s_max) / T) is used: the same shares, and no overflow at small T. Chunked over queries."""
+def knn_scores(bank_feats: Tensor, bank_labels: Tensor, query_feats: Tensor, k: int = 20,
+               T: float = 0.07, n_classes: int | None = None, chunk: int = 1024) -> Tensor:
+    """Weighted kNN votes as in InstDisc / DINO. bank_feats: (Nb, D), bank_labels: (Nb,),
+    query_feats: (Nq, D) -> scores (Nq, C). Cosine similarity s to the k nearest bank items; each
+    votes for its label with weight exp(s / T); scores are each class's share of the votes (rows sum
+    to 1). exp((s - s_max) / T) is used: the same shares, and no overflow at small T. Chunked over
+    queries."""
     if bank_feats.ndim != 2 or query_feats.ndim != 2 or bank_feats.shape[1] != query_feats.shape[1]:
-        raise ValueError(f"bank_feats and query_feats must be (N, D) with the same D, got {tuple(bank_feats.shape)} and {tuple(query_feats.shape)}")
-    if len(bank_labels) != len(bank_feats): raise ValueError("bank_labels must have one label per bank feature")
+        raise ValueError(f"bank_feats and query_feats must be (N, D) with the same D, "
+                         f"got {tuple(bank_feats.shape)} and {tuple(query_feats.shape)}")
+    if len(bank_labels) != len(bank_feats):
+        raise ValueError("bank_labels must have one label per bank feature")
     C = int(n_classes or bank_labels.max().item() + 1)
     bank = F.normalize(bank_feats.float(), dim=1)
     labels = bank_labels.to(bank.device).long()
     k = min(k, len(bank))
     out = []
     for q in query_feats.float().split(chunk):
-        sim = F.normalize(q.to(bank.device), dim=1) @ bank.T                  # (c, Nb) cosine similarities
-        top_sim, top_idx = sim.topk(k, dim=1)                                 # (c, k), sorted: column 0 is the nearest
+        sim = F.normalize(q.to(bank.device), dim=1) @ bank.T  # (c, Nb) cosine similarities
+        top_sim, top_idx = sim.topk(k, dim=1)  # (c, k), sorted: column 0 is the nearest
         w = ((top_sim - top_sim[:, :1]) / T).exp()
         votes = torch.zeros(len(q), C, device=bank.device).scatter_add_(1, labels[top_idx], w)
         out.append(votes / votes.sum(1, keepdim=True))
     return torch.cat(out)
 
-def knn_eval(train_feats: Tensor, train_labels: Tensor, val_feats: Tensor, val_labels: Tensor, k: int = 20, T: float = 0.07,
-             n_classes: int | None = None, chunk: int = 1024, center: bool = True) -> dict:
-    """kNN classification of val with train as the memory bank -> {'top1', 'top5'} in percent. `center`: subtract the bank's mean
-    feature from bank and queries before the cosine similarity (a feature shared by every image says nothing about the class)."""
+def knn_eval(train_feats: Tensor, train_labels: Tensor, val_feats: Tensor, val_labels: Tensor,
+             k: int = 20, T: float = 0.07, n_classes: int | None = None, chunk: int = 1024,
+             center: bool = True) -> dict:
+    """kNN classification of val with train as the memory bank -> {'top1', 'top5'} in percent.
+    `center`: subtract the bank's mean feature from bank and queries before the cosine similarity (a
+    feature shared by every image says nothing about the class)."""
     C = n_classes or int(max(train_labels.max(), val_labels.max()).item() + 1)
     if center:
         mu = train_feats.float().mean(0)
         train_feats, val_feats = train_feats.float() - mu, val_feats.float() - mu
-    top1, top5 = topk_accuracy(knn_scores(train_feats, train_labels, val_feats, k, T, C, chunk), val_labels)
+    top1, top5 = topk_accuracy(knn_scores(train_feats, train_labels, val_feats, k, T, C, chunk),
+                               val_labels)
     return dict(top1=top1, top5=top5)
 
 # %% ../nbs/13_eval.ipynb #13d6e80a
 class LARS(torch.optim.Optimizer):
-    """LARS as in MAE's util/lars.py (used for its linear probe). For weights with ndim > 1 the update direction
-    g + wd*p is rescaled to trust_coefficient * ||p|| / ||g + wd*p||; biases and norms get plain momentum SGD."""
-    def __init__(self, params, lr: float = 0., weight_decay: float = 0., momentum: float = 0.9, trust_coefficient: float = 0.001):
-        super().__init__(params, dict(lr=lr, weight_decay=weight_decay, momentum=momentum, trust_coefficient=trust_coefficient))
+    """LARS as in MAE's util/lars.py (used for its linear probe). For weights with ndim > 1 the
+    update direction g + wd*p is rescaled to trust_coefficient * ||p|| / ||g + wd*p||; biases and
+    norms get plain momentum SGD."""
+    def __init__(self, params, lr: float = 0., weight_decay: float = 0., momentum: float = 0.9,
+                 trust_coefficient: float = 0.001):
+        super().__init__(params, dict(lr=lr, weight_decay=weight_decay, momentum=momentum,
+                                      trust_coefficient=trust_coefficient))
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -183,50 +207,63 @@ class LARS(torch.optim.Optimizer):
                     dp = dp.add(p, alpha=g['weight_decay'])
                     pn, un = torch.norm(p), torch.norm(dp)
                     one = torch.ones_like(pn)
-                    dp = dp.mul(torch.where(pn > 0., torch.where(un > 0, g['trust_coefficient'] * pn / un, one), one))
+                    dp = dp.mul(torch.where(
+                        pn > 0., torch.where(un > 0, g['trust_coefficient'] * pn / un, one), one))
                 st = self.state[p]
                 if 'mu' not in st: st['mu'] = torch.zeros_like(p)
                 st['mu'].mul_(g['momentum']).add_(dp)
                 p.add_(st['mu'], alpha=-g['lr'])
 
 # %% ../nbs/13_eval.ipynb #efb69b67
-def lr_at(epoch: float, lr: float, epochs: float, warmup_epochs: float, min_lr: float = 0.) -> float:
-    "MAE's util/lr_sched.py: linear warmup to lr, then half-cosine to min_lr; `epoch` is fractional (set every iteration)."
+def lr_at(epoch: float, lr: float, epochs: float, warmup_epochs: float,
+          min_lr: float = 0.) -> float:
+    """MAE's util/lr_sched.py: linear warmup to lr, then half-cosine to min_lr; `epoch` is
+    fractional (set every iteration)."""
     if epoch < warmup_epochs: return lr * epoch / warmup_epochs
-    return min_lr + (lr - min_lr) * 0.5 * (1. + math.cos(math.pi * (epoch - warmup_epochs) / max(epochs - warmup_epochs, 1e-8)))
+    return min_lr + (lr - min_lr) * 0.5 * (
+        1. + math.cos(math.pi * (epoch - warmup_epochs) / max(epochs - warmup_epochs, 1e-8)))
 
 # %% ../nbs/13_eval.ipynb #d02172b3
 @contextmanager
 def single_thread(device):
-    "On the CPU, run tiny ops (a linear head) on one thread: thread hand-offs cost more than they save (and much more on a busy machine)."
+    """On the CPU, run tiny ops (a linear head) on one thread: thread hand-offs cost more than they
+    save (and much more on a busy machine)."""
     if torch.device(device).type != 'cpu': yield; return
     n = torch.get_num_threads(); torch.set_num_threads(1)
     try: yield
     finally: torch.set_num_threads(n)
 
 def linear_head(dim: int, n_classes: int) -> nn.Sequential:
-    "MAE's linear-probe head: BatchNorm1d(dim, affine=False, eps=1e-6) (a parameter-free whitening) + Linear (trunc_normal std 0.01, bias 0)."
+    """MAE's linear-probe head: BatchNorm1d(dim, affine=False, eps=1e-6) (a parameter-free
+    whitening) + Linear (trunc_normal std 0.01, bias 0)."""
     head = nn.Sequential(nn.BatchNorm1d(dim, affine=False, eps=1e-6), nn.Linear(dim, n_classes))
     nn.init.trunc_normal_(head[1].weight, std=0.01); nn.init.zeros_(head[1].bias)
     return head
 
 PROBE_OPTS = {  # name -> (optimiser factory, default base lr: lr = blr * batch / 256)
-    # LARS: MAE's PEAK lr (blr 0.1 x 16384 / 256 = 6.4) kept at batch 256, not linearly scaled down to 0.1 (see the lesson)
+    # LARS: MAE's PEAK lr (blr 0.1 x 16384 / 256 = 6.4) kept at batch 256, not linearly scaled
+    # down to 0.1 (see the lesson)
     'lars':  (lambda ps, lr, wd: LARS(ps, lr=lr, weight_decay=wd), 6.4),
     'sgd':   (lambda ps, lr, wd: torch.optim.SGD(ps, lr=lr, momentum=0.9, weight_decay=wd), 0.1),
     'adamw': (lambda ps, lr, wd: torch.optim.AdamW(ps, lr=lr, weight_decay=wd), 1e-3),
 }
 
-def linear_probe(train_feats: Tensor, train_labels: Tensor, val_feats: Tensor, val_labels: Tensor, *, n_classes: int | None = None,
-                 epochs: int = 100, bs: int = 256, opt: str = 'lars', blr: float | None = None, warmup_epochs: int | None = None,
+def linear_probe(train_feats: Tensor, train_labels: Tensor, val_feats: Tensor, val_labels: Tensor,
+                 *, n_classes: int | None = None, epochs: int = 100, bs: int = 256,
+                 opt: str = 'lars', blr: float | None = None, warmup_epochs: int | None = None,
                  weight_decay: float = 0., seed: int = 0, device=None) -> dict:
-    """Train `linear_head` on cached features (N, D) and report {'top1', 'top5'} (percent) on the val features.
-    MAE's recipe (LARS, wd 0, warmup then cosine, per-iteration schedule, drop_last) scaled to small data: 100 epochs (the paper's
-    count), warmup epochs // 10, batch min(bs, N_train) instead of 16384, and LARS at MAE's peak lr 6.4 (lr = blr * bs / 256, blr 6.4
-    at batch 256) because the linearly scaled 0.1 barely moves a LARS head in the few steps small data gives.
-    `opt` in 'lars' | 'sgd' | 'adamw'; `blr` defaults to the optimiser's entry in PROBE_OPTS. Also returns the head and the loss curve."""
-    if opt not in PROBE_OPTS: raise ValueError(f"opt must be one of {list(PROBE_OPTS)}, got {opt!r}")
-    if len(train_feats) < 2: raise ValueError(f"need at least 2 training features, got {len(train_feats)}")
+    """Train `linear_head` on cached features (N, D) and report {'top1', 'top5'} (percent) on the
+    val features. MAE's recipe (LARS, wd 0, warmup then cosine, per-iteration schedule, drop_last)
+    scaled to small data: 100 epochs (the paper's count), warmup epochs // 10, batch
+    min(bs, N_train) instead of 16384, and LARS at MAE's peak lr 6.4 (lr = blr * bs / 256, blr 6.4
+    at batch 256) because the linearly scaled 0.1 barely moves a LARS head in the few steps small
+    data gives.
+    `opt` in 'lars' | 'sgd' | 'adamw'; `blr` defaults to the optimiser's entry in PROBE_OPTS. Also
+    returns the head and the loss curve."""
+    if opt not in PROBE_OPTS:
+        raise ValueError(f"opt must be one of {list(PROBE_OPTS)}, got {opt!r}")
+    if len(train_feats) < 2:
+        raise ValueError(f"need at least 2 training features, got {len(train_feats)}")
     device = torch.device(device) if device is not None else train_feats.device
     C = n_classes or int(max(train_labels.max(), val_labels.max()).item() + 1)
     g = torch.Generator().manual_seed(seed)
@@ -253,34 +290,39 @@ def linear_probe(train_feats: Tensor, train_labels: Tensor, val_feats: Tensor, v
     head.eval()
     with torch.no_grad(): scores = head(val_feats.float().to(device))
     top1, top5 = topk_accuracy(scores, val_labels)
-    return dict(top1=top1, top5=top5, head=head, losses=losses, lr=lr, bs=bs, opt=opt, epochs=epochs)
+    return dict(top1=top1, top5=top5, head=head, losses=losses, lr=lr, bs=bs, opt=opt,
+                epochs=epochs)
 
 # %% ../nbs/13_eval.ipynb #e53b9dda
 PROBE_WDS = (1e-5, 1e-4, 1e-3, 1e-2, 1e-1)   # L2 weights the converged probe chooses from
 
 def standardize(train: Tensor, *others: Tensor) -> list[Tensor]:
-    "z-score each feature with the TRAINING features' mean and std, and apply the same map to `others` (nothing leaks from them)."
+    """z-score each feature with the TRAINING features' mean and std, and apply the same map to
+    `others` (nothing leaks from them)."""
     mu, sd = train.mean(0), train.std(0).clamp_min(1e-6)
     return [(f - mu) / sd for f in (train, *others)]
 
-def fit_logistic(x: Tensor, y: Tensor, n_classes: int, wd: float = 1e-3, max_iter: int = 1000, tol: float = 1e-6,
-                 init: tuple | None = None) -> dict:
-    """Multinomial logistic regression `x W + b` solved by full-batch L-BFGS (float64, strong-Wolfe line search), minimising
-    mean cross-entropy + wd/2 ||W||^2 (a strictly convex problem for wd > 0: one solution, whatever the start). x: (N, D),
-    y: (N,); `init` = (W, b) to start from (a warm start), else zeros -> dict W (D, C), b (C,), train `loss` (cross-entropy
-    alone) and `acc` (percent), `grad_norm` (largest gradient entry at the end: near 0 = converged), `iters`."""
+def fit_logistic(x: Tensor, y: Tensor, n_classes: int, wd: float = 1e-3, max_iter: int = 1000,
+                 tol: float = 1e-6, init: tuple | None = None) -> dict:
+    """Multinomial logistic regression `x W + b` solved by full-batch L-BFGS (float64, strong-Wolfe
+    line search), minimising mean cross-entropy + wd/2 ||W||^2 (a strictly convex problem for wd >
+    0: one solution, whatever the start). x: (N, D), y: (N,); `init` = (W, b) to start from (a warm
+    start), else zeros -> dict W (D, C), b (C,), train `loss` (cross-entropy alone) and `acc`
+    (percent), `grad_norm` (largest gradient entry at the end: near 0 = converged), `iters`."""
     x, y = x.double(), y.long()
-    W = (init[0].double().clone() if init else x.new_zeros(x.shape[1], n_classes)).requires_grad_(True)
+    W = (init[0].double().clone() if init
+         else x.new_zeros(x.shape[1], n_classes)).requires_grad_(True)
     b = (init[1].double().clone() if init else x.new_zeros(n_classes)).requires_grad_(True)
-    opt = torch.optim.LBFGS([W, b], lr=1, max_iter=max_iter, history_size=20, line_search_fn='strong_wolfe',
-                            tolerance_grad=tol, tolerance_change=1e-12)
+    opt = torch.optim.LBFGS([W, b], lr=1, max_iter=max_iter, history_size=20,
+                            line_search_fn='strong_wolfe', tolerance_grad=tol,
+                            tolerance_change=1e-12)
     def objective():
         opt.zero_grad()
         loss = F.cross_entropy(x @ W + b, y) + 0.5 * wd * W.pow(2).sum()
         loss.backward()
         return loss
     opt.step(objective)
-    objective()                                                       # gradient at the solution
+    objective()    # gradient at the solution
     with torch.no_grad():
         logits = x @ W + b
         return dict(W=W.detach(), b=b.detach(), loss=F.cross_entropy(logits, y).item(),
@@ -288,16 +330,19 @@ def fit_logistic(x: Tensor, y: Tensor, n_classes: int, wd: float = 1e-3, max_ite
                     grad_norm=max(W.grad.abs().max().item(), b.grad.abs().max().item()),
                     iters=int(opt.state[opt._params[0]]['n_iter']))
 
-def logistic_probe(train_feats: Tensor, train_labels: Tensor, val_feats: Tensor, val_labels: Tensor, *,
-                   n_classes: int | None = None, wds=PROBE_WDS, holdout: float = 0.2, seed: int = 0,
-                   max_iter: int = 1000) -> dict:
-    """The linear probe solved to convergence, on cached features (N, D): standardise with the training statistics, choose the L2
-    weight among `wds` by accuracy on a held-out `holdout` share of the TRAINING features (the validation split never chooses),
-    refit on all training features, then score val. Returns top1/top5 (percent) and the probe's own numbers: the chosen `wd`, its
-    final `train_loss` and `train_acc`, `grad_norm`, `iters`, and `cv` ({wd: held-out top-1}). The weights are tried from the
-    strongest down, each fit starting from the previous solution (a regularisation path: the small weights, whose problems are
-    the worst conditioned, start close to their answer), on one CPU thread (a 10-column problem gains nothing from more)."""
-    if len(train_feats) < 5: raise ValueError(f"need at least 5 training features, got {len(train_feats)}")
+def logistic_probe(train_feats: Tensor, train_labels: Tensor, val_feats: Tensor,
+                   val_labels: Tensor, *, n_classes: int | None = None, wds=PROBE_WDS,
+                   holdout: float = 0.2, seed: int = 0, max_iter: int = 1000) -> dict:
+    """The linear probe solved to convergence, on cached features (N, D): standardise with the
+    training statistics, choose the L2 weight among `wds` by accuracy on a held-out `holdout` share
+    of the TRAINING features (the validation split never chooses), refit on all training features,
+    then score val. Returns top1/top5 (percent) and the probe's own numbers: the chosen `wd`, its
+    final `train_loss` and `train_acc`, `grad_norm`, `iters`, and `cv` ({wd: held-out top-1}). The
+    weights are tried from the strongest down, each fit starting from the previous solution (a
+    regularisation path: the small weights, whose problems are the worst conditioned, start close to
+    their answer), on one CPU thread (a 10-column problem gains nothing from more)."""
+    if len(train_feats) < 5:
+        raise ValueError(f"need at least 5 training features, got {len(train_feats)}")
     C = n_classes or int(max(train_labels.max(), val_labels.max()).item() + 1)
     xtr, xva = standardize(train_feats.double(), val_feats.double())
     ytr = train_labels.long()
@@ -308,31 +353,38 @@ def logistic_probe(train_feats: Tensor, train_labels: Tensor, val_feats: Tensor,
         for wd in sorted(wds, reverse=True):
             r = fit_logistic(xtr[fit], ytr[fit], C, wd, max_iter, init=prev)
             prev = sols[wd] = (r['W'], r['b'])
-            cv[wd] = 100. * ((xtr[ho] @ r['W'] + r['b']).argmax(1) == ytr[ho]).double().mean().item()
-        best = max(wds, key=lambda w: (round(cv[w], 6), w))            # a tie goes to the stronger regularisation
+            cv[wd] = 100. * ((xtr[ho] @ r['W'] + r['b']).argmax(1)
+                             == ytr[ho]).double().mean().item()
+        # a tie goes to the stronger regularisation
+        best = max(wds, key=lambda w: (round(cv[w], 6), w))
         r = fit_logistic(xtr, ytr, C, best, max_iter, init=sols[best])
     top1, top5 = topk_accuracy(xva @ r['W'] + r['b'], val_labels)
-    return dict(top1=top1, top5=top5, wd=best, train_loss=r['loss'], train_acc=r['acc'], grad_norm=r['grad_norm'],
-                iters=r['iters'], cv={wd: cv[wd] for wd in wds})
+    return dict(top1=top1, top5=top5, wd=best, train_loss=r['loss'], train_acc=r['acc'],
+                grad_norm=r['grad_norm'], iters=r['iters'], cv={wd: cv[wd] for wd in wds})
 
 # %% ../nbs/13_eval.ipynb #9f54564d
 def layer_id(name: str, num_layers: int) -> int:
-    "MAE's util/lr_decay.py rule on encoder parameter names: cls_token/pos_embed/patch_embed -> 0, blocks.k -> k+1, else (norm, head) -> num_layers."
+    """MAE's util/lr_decay.py rule on encoder parameter names: cls_token/pos_embed/patch_embed -> 0,
+    blocks.k -> k+1, else (norm, head) -> num_layers."""
     if name in ('cls_token', 'pos_embed') or name.startswith('patch_embed'): return 0
     if name.startswith('blocks.'): return int(name.split('.')[1]) + 1
     return num_layers
 
 def param_groups_lrd(model: nn.Module, weight_decay: float = 0.05, layer_decay: float = 0.75,
-                     no_weight_decay: Iterable[str] = ('cls_token', 'pos_embed'), prefix: str = 'encoder.') -> list[dict]:
+                     no_weight_decay: Iterable[str] = ('cls_token', 'pos_embed'),
+                     prefix: str = 'encoder.') -> list[dict]:
     """Optimiser groups with layer-wise lr decay (MAE's `param_groups_lrd`). num_layers = depth + 1;
-    a parameter of layer i gets lr_scale = layer_decay ** (num_layers - i); 1-D parameters and `no_weight_decay` names get wd 0.
-    Names are read after stripping `prefix` (the classifier's encoder attribute), so the head / fc_norm count as the last layer."""
+    a parameter of layer i gets lr_scale = layer_decay ** (num_layers - i); 1-D parameters and
+    `no_weight_decay` names get wd 0. Names are read after stripping `prefix` (the classifier's
+    encoder attribute), so the head / fc_norm count as the last layer."""
     enc = getattr(model, prefix.rstrip('.'), model) if prefix else model
-    num_layers = len(enc.blocks) + 1 if hasattr(enc, 'blocks') else 1     # no blocks (a ResNet): one layer, no decay
+    # no blocks (a ResNet): one layer, no decay
+    num_layers = len(enc.blocks) + 1 if hasattr(enc, 'blocks') else 1
     groups = {}
     for n, p in model.named_parameters():
         if not p.requires_grad: continue
-        name = n[len(prefix):] if prefix and n.startswith(prefix) else ('head.' + n if prefix else n)
+        name = (n[len(prefix):] if prefix and n.startswith(prefix)
+                else ('head.' + n if prefix else n))
         decay = not (p.ndim == 1 or name in no_weight_decay)
         lid = layer_id(name, num_layers)
         key = f"layer_{lid}_{'decay' if decay else 'no_decay'}"
@@ -344,31 +396,40 @@ def param_groups_lrd(model: nn.Module, weight_decay: float = 0.05, layer_decay: 
 
 # %% ../nbs/13_eval.ipynb #a9a0ac6f
 def set_drop_path(encoder: nn.Module, rate: float) -> nn.Module:
-    "Stochastic depth for a built ViT: block i gets rate * i / (depth - 1), as timm/MAE (linspace(0, rate, depth))."
+    """Stochastic depth for a built ViT: block i gets rate * i / (depth - 1), as timm/MAE
+    (linspace(0, rate, depth))."""
     from cmae_course.vit import DropPath
     dpr = torch.linspace(0, rate, len(encoder.blocks)).tolist()
     for blk, r in zip(encoder.blocks, dpr): blk.drop_path = DropPath(r) if r > 0 else nn.Identity()
     return encoder
 
 class Classifier(nn.Module):
-    """Encoder + classification head for fine-tuning. For a ViT (MAE's global_pool=True default): patch embed + PE, cls token,
-    blocks, then the MEAN of the patch tokens -> fc_norm (LayerNorm) -> head (the encoder's final `norm` is not used, as in MAE).
-    readout='cls' uses norm(x)[:, 0]. Other encoders: `feature_fn(encoder)` -> head. imgs (N, C, H, W) -> logits (N, n_classes)."""
-    def __init__(self, encoder: nn.Module, n_classes: int, dim: int | None = None, readout: str = 'mean'):
+    """Encoder + classification head for fine-tuning. For a ViT (MAE's global_pool=True default):
+    patch embed + PE, cls token, blocks, then the MEAN of the patch tokens -> fc_norm (LayerNorm) ->
+    head (the encoder's final `norm` is not used, as in MAE). readout='cls' uses norm(x)[:, 0].
+    Other encoders: `feature_fn(encoder)` -> head. imgs (N, C, H, W) -> logits (N, n_classes)."""
+    def __init__(self, encoder: nn.Module, n_classes: int, dim: int | None = None,
+                 readout: str = 'mean'):
         super().__init__()
-        if readout not in ('cls', 'mean'): raise ValueError(f"readout must be 'cls' or 'mean', got {readout!r}")
+        if readout not in ('cls', 'mean'):
+            raise ValueError(f"readout must be 'cls' or 'mean', got {readout!r}")
         self.encoder, self.readout, self.vit = encoder, readout, is_vit(encoder)
         dim = dim or getattr(encoder, 'embed_dim', None) or getattr(encoder, 'num_features', None)
-        if dim is None: raise ValueError("dim is needed for an encoder without an `embed_dim` / `num_features` attribute")
-        self.fc_norm = nn.LayerNorm(dim, eps=1e-6) if (readout == 'mean' and self.vit) else nn.Identity()
+        if dim is None:
+            raise ValueError("dim is needed for an encoder without an `embed_dim` / `num_features` "
+                             "attribute")
+        self.fc_norm = (nn.LayerNorm(dim, eps=1e-6) if (readout == 'mean' and self.vit)
+                        else nn.Identity())
         self.head = nn.Linear(dim, n_classes)
-        nn.init.trunc_normal_(self.head.weight, std=2e-5); nn.init.zeros_(self.head.bias)   # MAE main_finetune.py
+        # MAE main_finetune.py
+        nn.init.trunc_normal_(self.head.weight, std=2e-5); nn.init.zeros_(self.head.bias)
 
     def features(self, imgs: Tensor) -> Tensor:
         if not self.vit: return feature_fn(self.encoder, self.readout)(imgs)
         enc = self.encoder
         x = enc.embed(imgs)
-        x = torch.cat([(enc.cls_token + enc.pos_embed[:, :1]).expand(len(x), -1, -1).to(x.dtype), x], dim=1)
+        x = torch.cat([(enc.cls_token + enc.pos_embed[:, :1]).expand(len(x), -1, -1).to(x.dtype),
+                       x], dim=1)
         for blk in enc.blocks: x = blk(x)
         return self.fc_norm(x[:, 1:].mean(1)) if self.readout == 'mean' else enc.norm(x)[:, 0]
 
@@ -376,23 +437,28 @@ class Classifier(nn.Module):
 
 # %% ../nbs/13_eval.ipynb #b0f3f676
 class LayerDecayLR(Callback):
-    "Per-iteration MAE schedule (warmup + cosine to min_lr); each param group's lr = lr_t * its `lr_scale` (layer decay)."
+    """Per-iteration MAE schedule (warmup + cosine to min_lr); each param group's lr = lr_t * its
+    `lr_scale` (layer decay)."""
     order = 1
-    def __init__(self, lr: float, warmup_epochs: float, min_lr: float = 1e-6): self.lr, self.warmup, self.min_lr = lr, warmup_epochs, min_lr
+    def __init__(self, lr: float, warmup_epochs: float, min_lr: float = 1e-6):
+        self.lr, self.warmup, self.min_lr = lr, warmup_epochs, min_lr
     def before_batch(self):
         if not self.training: return
-        lr_t = lr_at(self.epoch + self.iter / self.n_iter, self.lr, self.n_epoch, self.warmup, self.min_lr)
+        lr_t = lr_at(self.epoch + self.iter / self.n_iter, self.lr, self.n_epoch, self.warmup,
+                     self.min_lr)
         for pg in self.opt.opt.param_groups: pg['lr'] = lr_t * pg.get('lr_scale', 1.)
 
-def finetune(encoder: nn.Module, train_ds, valid_ds, n_classes: int, *, epochs: int = 100, bs: int = 64, blr: float = 1e-3,
-             layer_decay: float = 0.75, weight_decay: float = 0.05, drop_path: float = 0.1, smoothing: float = 0.1,
-             warmup_epochs: int | None = None, min_lr: float = 1e-6, readout: str = 'mean',
-             device=None, seed: int = 0, amp: bool | None = None, show: bool = False) -> dict:
-    """MAE-style end-to-end fine-tuning of the WHOLE encoder: layer-wise lr decay, drop path, label smoothing, mean-pool + fc_norm
-    readout, AdamW(0.9, 0.999), lr = blr * bs / 256, warmup (default epochs // 10) + cosine, via a fastai Learner.
-    train_ds yields AUGMENTED (img, label) views (e.g. `ViewDataset(images, 'mae', scale=(0.08, 1))`: RandomResizedCrop + flip;
-    no mixup / cutmix / RandAugment / random erasing at this scale), valid_ds un-augmented ones. The encoder is trained in place
-    (deep-copy it first to keep it). Returns {'top1', 'top5'} (percent) and the `learn`."""
+def finetune(encoder: nn.Module, train_ds, valid_ds, n_classes: int, *, epochs: int = 100,
+             bs: int = 64, blr: float = 1e-3, layer_decay: float = 0.75, weight_decay: float = 0.05,
+             drop_path: float = 0.1, smoothing: float = 0.1, warmup_epochs: int | None = None,
+             min_lr: float = 1e-6, readout: str = 'mean', device=None, seed: int = 0,
+             amp: bool | None = None, show: bool = False) -> dict:
+    """MAE-style end-to-end fine-tuning of the WHOLE encoder: layer-wise lr decay, drop path, label
+    smoothing, mean-pool + fc_norm readout, AdamW(0.9, 0.999), lr = blr * bs / 256, warmup (default
+    epochs // 10) + cosine, via a fastai Learner. train_ds yields AUGMENTED (img, label) views (e.g.
+    `ViewDataset(images, 'mae', scale=(0.08, 1))`: RandomResizedCrop + flip; no mixup / cutmix /
+    RandAugment / random erasing at this scale), valid_ds un-augmented ones. The encoder is trained
+    in place (deep-copy it first to keep it). Returns {'top1', 'top5'} (percent) and the `learn`."""
     torch.manual_seed(seed)
     device = torch.device(device) if device is not None else _device_of(encoder)
     if is_vit(encoder): set_drop_path(encoder, drop_path)
@@ -403,10 +469,11 @@ def finetune(encoder: nn.Module, train_ds, valid_ds, n_classes: int, *, epochs: 
     dls = DataLoaders(dl(train_ds, True), dl(valid_ds, False), device=device)
     lr = blr * bs / 256
     groups = param_groups_lrd(model, weight_decay=weight_decay, layer_decay=layer_decay)
-    opt = OptimWrapper(opt=torch.optim.AdamW([{k: v for k, v in g.items() if k != 'names'} for g in groups], lr=lr))
+    opt = OptimWrapper(opt=torch.optim.AdamW([{k: v for k, v in g.items() if k != 'names'}
+                                              for g in groups], lr=lr))
     warmup = epochs // 10 if warmup_epochs is None else warmup_epochs
-    learn = Learner(dls, model, loss_func=CrossEntropyLossFlat(label_smoothing=smoothing), opt_func=opt, metrics=accuracy,
-                    cbs=LayerDecayLR(lr, warmup, min_lr))
+    learn = Learner(dls, model, loss_func=CrossEntropyLossFlat(label_smoothing=smoothing),
+                    opt_func=opt, metrics=accuracy, cbs=LayerDecayLR(lr, warmup, min_lr))
     if (device.type == 'cuda') if amp is None else amp: learn.to_bf16()
     quiet = (lambda: contextlib.nullcontext()) if show else (lambda: learn.no_bar())
     with quiet(), (contextlib.nullcontext() if show else learn.no_logging()): learn.fit(epochs, lr)
@@ -416,41 +483,52 @@ def finetune(encoder: nn.Module, train_ds, valid_ds, n_classes: int, *, epochs: 
 
 # %% ../nbs/13_eval.ipynb #38be1a2e
 def get_encoder(model: nn.Module) -> nn.Module:
-    """The encoder to evaluate inside a training model: unwraps DDP (`.module`), torch.compile (`._orig_mod`) and
-    `train.SSLModel` (`.model`), then takes `.encoder` (MAE / CMAE online encoder), `.encoder_q` (MoCo) or `.backbone`."""
+    """The encoder to evaluate inside a training model: unwraps DDP (`.module`), torch.compile
+    (`._orig_mod`) and `train.SSLModel` (`.model`), then takes `.encoder` (MAE / CMAE online
+    encoder), `.encoder_q` (MoCo) or `.backbone`."""
     for _ in range(8):
         for a in ('encoder', 'encoder_q', 'backbone'):
             if isinstance(getattr(model, a, None), nn.Module): return getattr(model, a)
-        inner = next((getattr(model, a) for a in ('module', '_orig_mod', 'model') if isinstance(getattr(model, a, None), nn.Module)), None)
+        inner = next((getattr(model, a) for a in ('module', '_orig_mod', 'model')
+                      if isinstance(getattr(model, a, None), nn.Module)), None)
         if inner is None: return model
         model = inner
     return model
 
 class KNNMonitorCallback(Callback):
-    """Every `every` epochs (and after the last one), kNN-classify `valid_ds` with `train_ds` as the memory bank, using the features
-    of the learner's encoder (`get_encoder(learn.model)`, or `encoder_fn(model)`), extracted fresh in eval mode under no_grad.
-    Datasets yield un-augmented (img, label) eval views. Results go to
-      - `learn.knn_log`: list of {'epoch', 'knn_top1', 'knn_top5', 'knn_seconds'} (one per evaluation),
-      - `learn.extra_metrics`: dict updated with the latest {'knn_top1', 'knn_top5'} (for a metrics logger that runs after it),
-      - the fastai progress table / Recorder as a `knn_top1` column when `show=True` (None on epochs without a kNN run)."""
-    order = 45                                                        # before the Recorder (50), which then reads the value
-    def __init__(self, train_ds, valid_ds, every: int = 5, k: int = 20, T: float = 0.07, readout: str = 'cls', bs: int = 256,
-                 encoder_fn: Callable | None = None, show: bool = True):
+    """Every `every` epochs (and after the last one), kNN-classify `valid_ds` with `train_ds` as the
+    memory bank, using the features of the learner's encoder (`get_encoder(learn.model)`, or
+    `encoder_fn(model)`), extracted fresh in eval mode under no_grad. Datasets yield un-augmented
+    (img, label) eval views. Results go to
+      - `learn.knn_log`: list of {'epoch', 'knn_top1', 'knn_top5', 'knn_seconds'} (one per
+        evaluation),
+      - `learn.extra_metrics`: dict updated with the latest {'knn_top1', 'knn_top5'} (for a metrics
+        logger that runs after it),
+      - the fastai progress table / Recorder as a `knn_top1` column when `show=True` (None on epochs
+        without a kNN run)."""
+    order = 45    # before the Recorder (50), which then reads the value
+    def __init__(self, train_ds, valid_ds, every: int = 5, k: int = 20, T: float = 0.07,
+                 readout: str = 'cls', bs: int = 256, encoder_fn: Callable | None = None,
+                 show: bool = True):
         if every < 1: raise ValueError(f"every must be >= 1, got {every}")
-        self.train_ds, self.valid_ds, self.every, self.k, self.T, self.readout, self.bs = train_ds, valid_ds, every, k, T, readout, bs
+        self.train_ds, self.valid_ds, self.every, self.k, self.T, self.readout, self.bs = (
+            train_ds, valid_ds, every, k, T, readout, bs)
         self.encoder_fn, self.show, self.last = encoder_fn or get_encoder, show, None
 
     def before_fit(self):
         self.learn.knn_log = []
-        if not isinstance(getattr(self.learn, 'extra_metrics', None), dict): self.learn.extra_metrics = {}
+        if not isinstance(getattr(self.learn, 'extra_metrics', None), dict):
+            self.learn.extra_metrics = {}
         self._metric = None
         rec = getattr(self.learn, 'recorder', None)
-        # the Recorder reads metrics in after_train (train_metrics=True, as train.ssl_learner) or else in after_validate
+        # the Recorder reads metrics in after_train (train_metrics=True, as train.ssl_learner) or
+        # else in after_validate
         self._when = 'train' if rec is not None and rec.train_metrics else 'validate'
         if self.show and rec is not None and (rec.train_metrics or rec.valid_metrics):
             from fastai.learner import ValueMetric
             self._metric = ValueMetric(lambda: self.last, 'knn_top1')
-            self.learn.metrics = list(self.learn.metrics) + [self._metric]   # Recorder (order 50) reads names in its before_fit
+            # Recorder (order 50) reads names in its before_fit
+            self.learn.metrics = list(self.learn.metrics) + [self._metric]
 
     def before_epoch(self): self.last = None
 
@@ -462,63 +540,77 @@ class KNNMonitorCallback(Callback):
         va = extract_features(enc, self.valid_ds, self.readout, self.bs, dev)
         return knn_eval(*tr, *va, k=self.k, T=self.T)
 
-    def due(self) -> bool: return (self.epoch + 1) % self.every == 0 or self.epoch + 1 == self.n_epoch
+    def due(self) -> bool:
+        return (self.epoch + 1) % self.every == 0 or self.epoch + 1 == self.n_epoch
     def after_train(self):
         if self._when == 'train' and self.due(): self._run()
     def after_validate(self):
         if self._when == 'validate' and self.due() and self.last is None: self._run()
-    def after_epoch(self):                                            # fallback: training or validation was cancelled
+    def after_epoch(self):    # fallback: training or validation was cancelled
         if self.due() and self.last is None: self._run()
 
     def _run(self):
         t0 = time.time(); r = self.evaluate()
         self.last = round(r['top1'], 2)
-        rec = dict(epoch=self.epoch, knn_top1=r['top1'], knn_top5=r['top5'], knn_seconds=round(time.time() - t0, 2))
+        rec = dict(epoch=self.epoch, knn_top1=r['top1'], knn_top5=r['top5'],
+                   knn_seconds=round(time.time() - t0, 2))
         self.learn.knn_log.append(rec)
         self.learn.extra_metrics.update(knn_top1=r['top1'], knn_top5=r['top5'])
 
     def after_fit(self):
-        if self._metric is not None: self.learn.metrics = [m for m in self.learn.metrics if m is not self._metric]
+        if self._metric is not None:
+            self.learn.metrics = [m for m in self.learn.metrics if m is not self._metric]
 
 # %% ../nbs/13_eval.ipynb #0b2bcb74
 def _encoder_prefix(sd: dict) -> str:
-    "Key prefix of the (online) ViT encoder: '' (official MAE, encoder.pt), 'model.encoder.' (cmae_pretrain; not 'model.m_encoder.')."
+    """Key prefix of the (online) ViT encoder: '' (official MAE, encoder.pt), 'model.encoder.'
+    (cmae_pretrain; not 'model.m_encoder.')."""
     return _pick_prefix(sd, 'patch_embed.proj.weight', 'ViT')
 
 def _pick_prefix(sd: dict, end: str, what: str) -> str:
-    "Prefix of the keys ending in `end`: '' or one whose last part is exactly 'encoder' (not 'm_encoder', 'encoder_k'), else the shortest."
+    """Prefix of the keys ending in `end`: '' or one whose last part is exactly 'encoder' (not
+    'm_encoder', 'encoder_k'), else the shortest."""
     cands = [k[:-len(end)] for k in sd if k.endswith(end)]
     if not cands: raise ValueError(f"no {what} (…{end}) in this state dict")
     return min([c for c in cands if c == '' or c.split('.')[-2] == 'encoder'] or cands, key=len)
 
-def vit_from_state_dict(sd: dict, prefix: str | None = None, num_heads: int | None = None, img_size=None) -> nn.Module:
-    """Rebuild a `cmae_course.vit.ViT` from its weights alone: width, patch size, channels, depth, MLP ratio and the patch grid
-    are read from tensor shapes; `num_heads` (not visible in shapes) defaults to width // 64 (ViT-Ti/S/B). Loaded strictly."""
+def vit_from_state_dict(sd: dict, prefix: str | None = None, num_heads: int | None = None,
+                        img_size=None) -> nn.Module:
+    """Rebuild a `cmae_course.vit.ViT` from its weights alone: width, patch size, channels, depth,
+    MLP ratio and the patch grid are read from tensor shapes; `num_heads` (not visible in shapes)
+    defaults to width // 64 (ViT-Ti/S/B). Loaded strictly."""
     from cmae_course.vit import ViT
     prefix = _encoder_prefix(sd) if prefix is None else prefix
-    w = sd[prefix + 'patch_embed.proj.weight']                         # (D, C, p, p)
+    w = sd[prefix + 'patch_embed.proj.weight']    # (D, C, p, p)
     D, C, p = w.shape[0], w.shape[1], w.shape[2]
     depth = len({k[len(prefix):].split('.')[1] for k in sd if k.startswith(prefix + 'blocks.')})
     mlp_ratio = sd[prefix + 'blocks.0.mlp.fc1.weight'].shape[0] / D
     L = sd[prefix + 'pos_embed'].shape[1] - 1
     if img_size is None:
         g = math.isqrt(L)
-        if g * g != L: raise ValueError(f"pos_embed has {L} patches, not a square grid: pass img_size")
+        if g * g != L:
+            raise ValueError(f"pos_embed has {L} patches, not a square grid: pass img_size")
         img_size = g * p
-    enc = ViT(img_size=img_size, patch_size=p, in_chans=C, embed_dim=D, depth=depth, num_heads=num_heads or max(D // 64, 1),
-              mlp_ratio=mlp_ratio, qkv_bias=(prefix + 'blocks.0.attn.qkv.bias') in sd)
+    enc = ViT(img_size=img_size, patch_size=p, in_chans=C, embed_dim=D, depth=depth,
+              num_heads=num_heads or max(D // 64, 1), mlp_ratio=mlp_ratio,
+              qkv_bias=(prefix + 'blocks.0.attn.qkv.bias') in sd)
     own = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
     enc.load_state_dict({k: v for k, v in own.items() if k in enc.state_dict()}, strict=True)
     return enc
 
 def resnet_from_state_dict(sd: dict, prefix: str | None = None) -> nn.Module:
-    """Rebuild a small-stem ResNet trunk (`cmae_course.moco.resnet_small_stem`, fc removed) from MoCo weights: the query
-    encoder ('…encoder.', not 'encoder_k.'); blocks per stage and the block type (Bottleneck: resnet50-like) from the keys."""
+    """Rebuild a small-stem ResNet trunk (`cmae_course.moco.resnet_small_stem`, fc removed) from
+    MoCo weights: the query encoder ('…encoder.', not 'encoder_k.'); blocks per stage and the block
+    type (Bottleneck: resnet50-like) from the keys."""
     from cmae_course.moco import resnet_small_stem
     prefix = _pick_prefix(sd, 'layer1.0.conv1.weight', 'ResNet') if prefix is None else prefix
-    layers = tuple(len({k[len(prefix):].split('.')[1] for k in sd if k.startswith(f'{prefix}layer{s}.')}) for s in range(1, 5))
-    net = resnet_small_stem('resnet50' if prefix + 'layer1.0.conv3.weight' in sd else 'resnet18', layers=layers)
-    net.load_state_dict({k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix) and k[len(prefix):] in net.state_dict()}, strict=True)
+    layers = tuple(len({k[len(prefix):].split('.')[1] for k in sd
+                        if k.startswith(f'{prefix}layer{s}.')}) for s in range(1, 5))
+    net = resnet_small_stem('resnet50' if prefix + 'layer1.0.conv3.weight' in sd else 'resnet18',
+                            layers=layers)
+    net.load_state_dict({k[len(prefix):]: v for k, v in sd.items()
+                         if k.startswith(prefix) and k[len(prefix):] in net.state_dict()},
+                        strict=True)
     return net
 
 def _config_value(cfg: dict, *names):
@@ -527,45 +619,60 @@ def _config_value(cfg: dict, *names):
     return None
 
 def resolve_checkpoint(path) -> Path:
-    "A checkpoint file, or the newest `ckpt_eNNNN.pt` (else the newest *.pt / *.pth) in a run folder. FileNotFoundError if none."
+    """A checkpoint file, or the newest `ckpt_eNNNN.pt` (else the newest *.pt / *.pth) in a run
+    folder. FileNotFoundError if none."""
     from cmae_course.checkpoint import latest_checkpoint
     path = Path(path)
     if not path.exists(): raise FileNotFoundError(f"checkpoint: {path} does not exist")
     if path.is_dir():
-        f = latest_checkpoint(path) or max(list(path.glob('*.pt')) + list(path.glob('*.pth')), key=lambda p: p.stat().st_mtime, default=None)
-        if f is None: raise FileNotFoundError(f"checkpoint: no ckpt_eNNNN.pt / *.pt / *.pth file in folder {path}")
+        f = latest_checkpoint(path) or max(list(path.glob('*.pt')) + list(path.glob('*.pth')),
+                                           key=lambda p: p.stat().st_mtime, default=None)
+        if f is None:
+            raise FileNotFoundError(
+                f"checkpoint: no ckpt_eNNNN.pt / *.pt / *.pth file in folder {path}")
         return f
     return path
 
 def load_encoder(checkpoint) -> tuple[nn.Module, dict]:
-    """The pretrained encoder (CPU, eval mode) and its config from a checkpoint: a `cmae_pretrain` run folder or `ckpt_eNNNN.pt`
-    ({'format': 'cmae_course-ckpt-1', 'model': state dict, 'config': dict, ...}; MAE, CMAE or MoCo), a bare encoder state dict
-    (`encoder.pt`), or an official MAE file ({'model': ViT weights}). The architecture is rebuilt from the weights' shapes.
-    Read with `torch.load(weights_only=True)`. ViT heads: config 'num_heads', else the preset of config 'arch' (cmae_pretrain's
-    'vit_tiny' ...), else width // 64. The returned config gets 'encoder_type' ('vit' | 'resnet'), 'source' (the file), 'format'."""
+    """The pretrained encoder (CPU, eval mode) and its config from a checkpoint: a `cmae_pretrain`
+    run folder or `ckpt_eNNNN.pt` ({'format': 'cmae_course-ckpt-1', 'model': state dict, 'config':
+    dict, ...}; MAE, CMAE or MoCo), a bare encoder state dict (`encoder.pt`), or an official MAE
+    file ({'model': ViT weights}). The architecture is rebuilt from the weights' shapes. Read with
+    `torch.load(weights_only=True)`. ViT heads: config 'num_heads', else the preset of config 'arch'
+    (cmae_pretrain's 'vit_tiny' ...), else width // 64. The returned config gets 'encoder_type'
+    ('vit' | 'resnet'), 'source' (the file), 'format'."""
     from cmae_course.checkpoint import load_checkpoint
     f = resolve_checkpoint(checkpoint)
-    if not zipfile.is_zipfile(f): raise ValueError(f"checkpoint {f}: not a torch checkpoint (no zip archive inside: corrupt, truncated or another format)")
-    ck = load_checkpoint(f)                                           # FileNotFoundError / one-line ValueError on a bad file
-    if not isinstance(ck, dict): raise ValueError(f"checkpoint {f}: expected a dict, got {type(ck).__name__}")
+    if not zipfile.is_zipfile(f):
+        raise ValueError(f"checkpoint {f}: not a torch checkpoint "
+                         "(no zip archive inside: corrupt, truncated or another format)")
+    ck = load_checkpoint(f)    # FileNotFoundError / one-line ValueError on a bad file
+    if not isinstance(ck, dict):
+        raise ValueError(f"checkpoint {f}: expected a dict, got {type(ck).__name__}")
     sd = ck.get('model', ck.get('state_dict', ck))
     if not isinstance(sd, dict) or not sd or not all(torch.is_tensor(v) for v in sd.values()):
         raise ValueError(f"checkpoint {f}: no model state dict in it (keys: {sorted(ck)[:8]})")
     cfg = dict(ck.get('config') or {})
     if any(k.endswith('patch_embed.proj.weight') for k in sd):
         heads = _config_value(cfg, 'num_heads', 'heads')
-        if heads is None and isinstance(cfg.get('arch'), str):                     # cmae_pretrain's config: arch='vit_tiny', ...
+        # cmae_pretrain's config: arch='vit_tiny', ...
+        if heads is None and isinstance(cfg.get('arch'), str):
             from cmae_course.mae import ARCHS
             heads = ARCHS.get(cfg['arch'], {}).get('num_heads')
         try: enc = vit_from_state_dict(sd, num_heads=heads, img_size=_config_value(cfg, 'img_size'))
-        except (KeyError, RuntimeError) as e: raise ValueError(f"checkpoint {f}: encoder weights do not fit a ViT ({str(e).splitlines()[0]})") from None
+        except (KeyError, RuntimeError) as e:
+            raise ValueError(f"checkpoint {f}: encoder weights do not fit a ViT "
+                             f"({str(e).splitlines()[0]})") from None
         cfg.update(encoder_type='vit')
     elif any(k.endswith('layer1.0.conv1.weight') for k in sd):
         try: enc = resnet_from_state_dict(sd)
-        except (KeyError, RuntimeError) as e: raise ValueError(f"checkpoint {f}: encoder weights do not fit a ResNet ({str(e).splitlines()[0]})") from None
+        except (KeyError, RuntimeError) as e:
+            raise ValueError(f"checkpoint {f}: encoder weights do not fit a ResNet "
+                             f"({str(e).splitlines()[0]})") from None
         cfg.update(encoder_type='resnet')
     else:
-        raise ValueError(f"checkpoint {f}: found no encoder weights (a ViT's …patch_embed.proj.weight or a ResNet's …layer1.0.conv1.weight)")
+        raise ValueError(f"checkpoint {f}: found no encoder weights "
+                         "(a ViT's …patch_embed.proj.weight or a ResNet's …layer1.0.conv1.weight)")
     cfg.update(source=str(f), format=ck.get('format', 'state_dict'))
     return enc.eval(), cfg
 
@@ -573,19 +680,23 @@ def load_encoder(checkpoint) -> tuple[nn.Module, dict]:
 PROTOCOLS = ('linear', 'knn', 'fewlabel', 'finetune')
 
 def load_eval_data(data=None, img_size: int = 64, seed: int = 0) -> tuple:
-    """(train, val) un-augmented `ViewDataset(kind='eval')`s of a dataset folder (default: the embedded dataset, made once).
-    val = the 'val' split (Tiny-ImageNet layout / `<root>/val/<class>/`), else the same held-out 10% of the training images as
-    `cmae_pretrain` (`data.train_valid_split`). FileNotFoundError / ValueError name the folder."""
+    """(train, val) un-augmented `ViewDataset(kind='eval')`s of a dataset folder (default: the
+    embedded dataset, made once). val = the 'val' split (Tiny-ImageNet layout /
+    `<root>/val/<class>/`), else the same held-out 10% of the training images as `cmae_pretrain`
+    (`data.train_valid_split`). FileNotFoundError / ValueError name the folder."""
     from cmae_course.data import make_default_dataset, train_valid_split, ViewDataset
     root = make_default_dataset() if data is None else Path(data)
     if not root.exists(): raise FileNotFoundError(f"data: {root} does not exist")
     tr, va, _ = train_valid_split(root, max(img_size, 64), seed=seed)
     return ViewDataset(tr, 'eval', img_size), ViewDataset(va, 'eval', img_size), root
 
-READOUT = 'mean'   # one readout for every encoder and protocol: mean of the patch tokens (global average pool for a ResNet)
+# one readout for every encoder and protocol: mean of the patch tokens (global average pool for a
+# ResNet)
+READOUT = 'mean'
 
 def few_label_subset(images, frac: float = 0.1, seed: int = 0):
-    "A class-balanced share `frac` of an `ImageSet` (at least one image per class), drawn with a seeded generator."
+    """A class-balanced share `frac` of an `ImageSet` (at least one image per class), drawn with a
+    seeded generator."""
     if not 0 < frac <= 1: raise ValueError(f"frac must be in (0, 1], got {frac}")
     g, keep = torch.Generator().manual_seed(seed), []
     for c in images.labels.unique().tolist():
@@ -593,13 +704,15 @@ def few_label_subset(images, frac: float = 0.1, seed: int = 0):
         keep.append(idx[torch.randperm(len(idx), generator=g)[:max(1, round(frac * len(idx)))]])
     return images.subset(torch.cat(keep).sort().values, 'train')
 
-FEW_LABEL = dict(frac=0.1, epochs=30, bs=64, blr=5e-3, layer_decay=0.75, drop_path=0.1, scale=(0.2, 1.))
+FEW_LABEL = dict(frac=0.1, epochs=30, bs=64, blr=5e-3, layer_decay=0.75, drop_path=0.1,
+                 scale=(0.2, 1.))
 
-def few_label_finetune(encoder: nn.Module, train_images, val_ds, *, img_size: int | None = None, seed: int = 0, device=None,
-                       **kw) -> dict:
-    """Few-label fine-tuning: `finetune` a COPY of the whole encoder on a class-balanced `frac` of the training images
-    (`few_label_subset`), with RandomResizedCrop(`scale`) + flip, and score the un-augmented `val_ds`. Settings: `FEW_LABEL`,
-    overridden by `kw`. The regime where MAE-style pretraining is known to pay off: few labels, all weights trainable."""
+def few_label_finetune(encoder: nn.Module, train_images, val_ds, *, img_size: int | None = None,
+                       seed: int = 0, device=None, **kw) -> dict:
+    """Few-label fine-tuning: `finetune` a COPY of the whole encoder on a class-balanced `frac` of
+    the training images (`few_label_subset`), with RandomResizedCrop(`scale`) + flip, and score the
+    un-augmented `val_ds`. Settings: `FEW_LABEL`, overridden by `kw`. The regime where MAE-style
+    pretraining is known to pay off: few labels, all weights trainable."""
     import copy
     from cmae_course.data import ViewDataset
     o = {**FEW_LABEL, **kw}
@@ -607,23 +720,32 @@ def few_label_finetune(encoder: nn.Module, train_images, val_ds, *, img_size: in
     sub = few_label_subset(train_images, o['frac'], seed)
     aug = ViewDataset(sub, 'mae', img_size, scale=o['scale'])
     n_classes = len(train_images.classes)
-    r = finetune(copy.deepcopy(encoder), aug, val_ds, n_classes, epochs=o['epochs'], bs=o['bs'], blr=o['blr'],
-                 layer_decay=o['layer_decay'], drop_path=o['drop_path'], readout=READOUT, device=device, seed=seed)
-    return dict(top1=r['top1'], top5=r['top5'], n_labelled=len(sub), frac=o['frac'], epochs=o['epochs'], bs=r['bs'], lr=r['lr'])
+    r = finetune(copy.deepcopy(encoder), aug, val_ds, n_classes, epochs=o['epochs'], bs=o['bs'],
+                 blr=o['blr'], layer_decay=o['layer_decay'], drop_path=o['drop_path'],
+                 readout=READOUT, device=device, seed=seed)
+    return dict(top1=r['top1'], top5=r['top5'], n_labelled=len(sub), frac=o['frac'],
+                epochs=o['epochs'], bs=r['bs'], lr=r['lr'])
 
-def evaluate_encoder(encoder: nn.Module, train_ds, val_ds, protocols=('knn', 'linear'), *, readout: str = READOUT,
-                     epochs: int = 100, bs: int = 256, k: int = 20, T: float = 0.07, opt: str = 'lbfgs', blr: float | None = None,
-                     seed: int = 0, device=None, feats: tuple | None = None) -> dict:
-    """The frozen-encoder protocols on ONE feature extraction of un-augmented (img, label) datasets (e.g. `eval_view(ds)`)
-    -> plain floats (percent) {'knn_top1', 'knn_top5', 'linear_top1', 'linear_top5'} and the probe's own 'linear_train_loss',
-    'linear_train_acc'. kNN on centred features; `opt='lbfgs'` is the probe solved to convergence (`logistic_probe`), 'lars' |
-    'sgd' | 'adamw' the scheduled head of `linear_probe` (`epochs`, `bs`, `blr`). `feats` = precomputed
+def evaluate_encoder(encoder: nn.Module, train_ds, val_ds, protocols=('knn', 'linear'), *,
+                     readout: str = READOUT, epochs: int = 100, bs: int = 256, k: int = 20,
+                     T: float = 0.07, opt: str = 'lbfgs', blr: float | None = None, seed: int = 0,
+                     device=None, feats: tuple | None = None) -> dict:
+    """The frozen-encoder protocols on ONE feature extraction of un-augmented (img, label) datasets
+    (e.g. `eval_view(ds)`) -> plain floats (percent) {'knn_top1', 'knn_top5', 'linear_top1',
+    'linear_top5'} and the probe's own 'linear_train_loss', 'linear_train_acc'. kNN on centred
+    features; `opt='lbfgs'` is the probe solved to convergence (`logistic_probe`), 'lars' | 'sgd' |
+    'adamw' the scheduled head of `linear_probe` (`epochs`, `bs`, `blr`). `feats` = precomputed
     ((train_feats, train_labels), (val_feats, val_labels)) skips the extraction."""
     for p in protocols:
-        if p not in ('knn', 'linear'): raise ValueError(f"protocols: {p!r} is not a frozen-encoder protocol ('knn', 'linear')")
-    if opt != 'lbfgs' and opt not in PROBE_OPTS: raise ValueError(f"opt must be 'lbfgs' or one of {list(PROBE_OPTS)}, got {opt!r}")
+        if p not in ('knn', 'linear'):
+            raise ValueError(
+                f"protocols: {p!r} is not a frozen-encoder protocol ('knn', 'linear')")
+    if opt != 'lbfgs' and opt not in PROBE_OPTS:
+        raise ValueError(f"opt must be 'lbfgs' or one of {list(PROBE_OPTS)}, got {opt!r}")
     device = torch.device(device) if device is not None else _device_of(encoder)
-    if feats is None: feats = tuple(extract_features(encoder, ds, readout, 256, device) for ds in (train_ds, val_ds))
+    if feats is None:
+        feats = tuple(extract_features(encoder, ds, readout, 256, device)
+                      for ds in (train_ds, val_ds))
     (ftr, ytr), (fva, yva) = feats
     C = len(getattr(train_ds, 'classes', [])) or None
     out = {}
@@ -633,25 +755,33 @@ def evaluate_encoder(encoder: nn.Module, train_ds, val_ds, protocols=('knn', 'li
     if 'linear' in protocols:
         if opt == 'lbfgs':
             r = logistic_probe(ftr, ytr, fva, yva, n_classes=C, seed=seed)
-            out.update(linear_top1=r['top1'], linear_top5=r['top5'], linear_train_loss=r['train_loss'],
-                       linear_train_acc=r['train_acc'], linear_wd=r['wd'])
+            out.update(linear_top1=r['top1'], linear_top5=r['top5'],
+                       linear_train_loss=r['train_loss'], linear_train_acc=r['train_acc'],
+                       linear_wd=r['wd'])
         else:
-            r = linear_probe(ftr, ytr, fva, yva, n_classes=C, epochs=epochs, bs=bs, opt=opt, blr=blr, seed=seed, device=device)
-            out.update(linear_top1=r['top1'], linear_top5=r['top5'], linear_train_loss=r['losses'][-1] if r['losses'] else None)
+            r = linear_probe(ftr, ytr, fva, yva, n_classes=C, epochs=epochs, bs=bs, opt=opt,
+                             blr=blr, seed=seed, device=device)
+            out.update(linear_top1=r['top1'], linear_top5=r['top5'],
+                       linear_train_loss=r['losses'][-1] if r['losses'] else None)
     return out
 
-def run_eval(checkpoint, data=None, protocol: str = 'linear', epochs: int | None = None, bs: int | None = None,
-             readout: str | None = None, device=None, seed: int = 0, k: int = 20, T: float = 0.07, opt: str = 'lbfgs',
-             blr: float | None = None, layer_decay: float = 0.75, drop_path: float = 0.1, cache_dir=None,
+def run_eval(checkpoint, data=None, protocol: str = 'linear', epochs: int | None = None,
+             bs: int | None = None, readout: str | None = None, device=None, seed: int = 0,
+             k: int = 20, T: float = 0.07, opt: str = 'lbfgs', blr: float | None = None,
+             layer_decay: float = 0.75, drop_path: float = 0.1, cache_dir=None,
              frac: float = FEW_LABEL['frac']) -> dict:
-    """Evaluate a checkpoint with one protocol -> a JSON-able dict: protocol, top1, top5 (percent), data, checkpoint, readout,
-    n_train, n_val, seconds (+ the settings used). Every protocol reads the mean of the patch tokens (`READOUT`). Defaults:
-    linear = the converged L-BFGS probe (also reports its train loss and accuracy); knn = k 20, T 0.07 on centred features;
-    fewlabel = `few_label_finetune` on `frac` of the labels (`FEW_LABEL`); finetune = 100 epochs on all labels, bs 64."""
-    if protocol not in PROTOCOLS: raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
+    """Evaluate a checkpoint with one protocol -> a JSON-able dict: protocol, top1, top5 (percent),
+    data, checkpoint, readout, n_train, n_val, seconds (+ the settings used). Every protocol reads
+    the mean of the patch tokens (`READOUT`). Defaults: linear = the converged L-BFGS probe (also
+    reports its train loss and accuracy); knn = k 20, T 0.07 on centred features; fewlabel =
+    `few_label_finetune` on `frac` of the labels (`FEW_LABEL`); finetune = 100 epochs on all labels,
+    bs 64."""
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
     t0 = time.time()
     torch.manual_seed(seed)
-    device = torch.device(device) if device else torch.device('cuda' if torch.cuda.is_available() else 'cpu')
+    device = (torch.device(device) if device
+              else torch.device('cuda' if torch.cuda.is_available() else 'cpu'))
     enc, cfg = load_encoder(checkpoint)
     img_size = enc.patch_embed.img_size[0] if is_vit(enc) else int(cfg.get('img_size', 64))
     train_ds, val_ds, root = load_eval_data(data, img_size, seed)
@@ -659,43 +789,54 @@ def run_eval(checkpoint, data=None, protocol: str = 'linear', epochs: int | None
     readout = readout or READOUT
     enc = enc.to(device)
     out = dict(protocol=protocol, data=str(root), checkpoint=str(cfg['source']), readout=readout,
-               n_train=len(train_ds), n_val=len(val_ds), n_classes=n_classes, seed=seed, device=str(device))
+               n_train=len(train_ds), n_val=len(val_ds), n_classes=n_classes, seed=seed,
+               device=str(device))
     if protocol == 'fewlabel':
         kw = {n: v for n, v in dict(epochs=epochs, bs=bs, blr=blr).items() if v is not None}
-        r = few_label_finetune(enc, train_ds.images, val_ds, img_size=img_size, seed=seed, device=device, frac=frac,
-                               layer_decay=layer_decay, drop_path=drop_path, **kw)
+        r = few_label_finetune(enc, train_ds.images, val_ds, img_size=img_size, seed=seed,
+                               device=device, frac=frac, layer_decay=layer_decay,
+                               drop_path=drop_path, **kw)
         out.update(r)
     elif protocol == 'finetune':
         from cmae_course.data import ViewDataset
-        aug = ViewDataset(train_ds.images, 'mae', img_size, scale=(0.08, 1.))      # RandomResizedCrop + flip
+        # RandomResizedCrop + flip
+        aug = ViewDataset(train_ds.images, 'mae', img_size, scale=(0.08, 1.))
         epochs = 100 if epochs is None else epochs
-        r = finetune(enc, aug, val_ds, n_classes, epochs=epochs, bs=bs or 64, blr=1e-3 if blr is None else blr, layer_decay=layer_decay,
+        r = finetune(enc, aug, val_ds, n_classes, epochs=epochs, bs=bs or 64,
+                     blr=1e-3 if blr is None else blr, layer_decay=layer_decay,
                      drop_path=drop_path, readout=readout, device=device, seed=seed)
-        out.update(top1=r['top1'], top5=r['top5'], epochs=epochs, bs=r['bs'], lr=r['lr'], layer_decay=layer_decay, drop_path=drop_path)
+        out.update(top1=r['top1'], top5=r['top5'], epochs=epochs, bs=r['bs'], lr=r['lr'],
+                   layer_decay=layer_decay, drop_path=drop_path)
     else:
         cache = FeatureCache(cache_dir)
         h = file_hash(cfg['source'])
-        feats = tuple(cache(cache_key(h, str(root), split, readout, img_size), lambda ds=ds: extract_features(enc, ds, readout, 256, device))
+        feats = tuple(cache(cache_key(h, str(root), split, readout, img_size),
+                            lambda ds=ds: extract_features(enc, ds, readout, 256, device))
                       for split, ds in (('train', train_ds), ('val', val_ds)))
         epochs = 0 if protocol == 'knn' or opt == 'lbfgs' else (100 if epochs is None else epochs)
-        r = evaluate_encoder(enc, train_ds, val_ds, (protocol,), readout=readout, epochs=epochs, bs=bs or 256, k=k, T=T, opt=opt,
-                             blr=blr, seed=seed, device=device, feats=feats)
+        r = evaluate_encoder(enc, train_ds, val_ds, (protocol,), readout=readout, epochs=epochs,
+                             bs=bs or 256, k=k, T=T, opt=opt, blr=blr, seed=seed, device=device,
+                             feats=feats)
         out.update(top1=r[f'{protocol}_top1'], top5=r[f'{protocol}_top5'])
         if protocol == 'knn': out.update(k=k, T=T, centered=True)
-        elif opt == 'lbfgs': out.update(opt=opt, train_loss=r['linear_train_loss'], train_acc=r['linear_train_acc'], wd=r['linear_wd'])
-        else: out.update(opt=opt, epochs=epochs, bs=min(bs or 256, len(train_ds)), blr=blr or PROBE_OPTS[opt][1],
-                         train_loss=r['linear_train_loss'])
+        elif opt == 'lbfgs':
+            out.update(opt=opt, train_loss=r['linear_train_loss'], train_acc=r['linear_train_acc'],
+                       wd=r['linear_wd'])
+        else: out.update(opt=opt, epochs=epochs, bs=min(bs or 256, len(train_ds)),
+                         blr=blr or PROBE_OPTS[opt][1], train_loss=r['linear_train_loss'])
     out['seconds'] = round(time.time() - t0, 2)
     return out
 
 def _dashed(a:str) -> str:
     name, eq, val = a[2:].partition('=')
-    no = name.startswith('no-')                                   # fastcore spells a negated bool `--no-<name>`
+    no = name.startswith('no-')    # fastcore spells a negated bool `--no-<name>`
     return '--' + 'no-' * no + name[3 * no:].replace('-', '_') + eq + val
 
 def dashed_argv(argv:list[str]) -> list[str]:
-    "Accept `--cache-dir` for fastcore's `--cache_dir` (and `--opt=x` forms), as `cmae_pretrain` does; `--no-<flag>` stays."
-    return [_dashed(a) if a.startswith('--') and ' ' not in a else a for a in argv]      # '--x 1' is a value, not an option
+    """Accept `--cache-dir` for fastcore's `--cache_dir` (and `--opt=x` forms), as `cmae_pretrain`
+    does; `--no-<flag>` stays."""
+    # '--x 1' is a value, not an option
+    return [_dashed(a) if a.startswith('--') and ' ' not in a else a for a in argv]
 
 if Path(sys.argv[0]).name == 'cmae_eval': sys.argv[1:] = dashed_argv(sys.argv[1:])
 
@@ -715,12 +856,17 @@ def cmae_eval(
     blr:float=None,        # base lr, lr = blr * bs / 256 (default: per protocol and optimiser)
     cache_dir:str=None,    # keep extracted features here (keyed by checkpoint hash, data, split, readout)
 ):
-    "Evaluate a pretrained encoder (linear probe, kNN or fine-tuning); prints ONE JSON object on stdout (`run_eval` returns it)."
+    """Evaluate a pretrained encoder (linear probe, kNN or fine-tuning); prints ONE JSON object on
+    stdout (`run_eval` returns it)."""
     try:
         if checkpoint is None: raise ValueError("--checkpoint is required")
-        res = run_eval(checkpoint, data, protocol, epochs, bs, readout, device, seed, k=k, opt=opt, blr=blr, cache_dir=cache_dir,
-                       frac=frac)
-    except (FileNotFoundError, ValueError, NotADirectoryError, IsADirectoryError, PermissionError) as e:
-        print(f"cmae_eval: error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
+        res = run_eval(checkpoint, data, protocol, epochs, bs, readout, device, seed, k=k, opt=opt,
+                       blr=blr, cache_dir=cache_dir, frac=frac)
+    except (FileNotFoundError, ValueError, NotADirectoryError, IsADirectoryError,
+            PermissionError) as e:
+        print(f"cmae_eval: error: {str(e).splitlines()[0] if str(e) else type(e).__name__}",
+              file=sys.stderr)
         sys.exit(2)
-    print(json.dumps(res))   # returns None: the console-script stub calls sys.exit(cmae_eval()), and a returned dict would exit 1
+    # returns None: the console-script stub calls sys.exit(cmae_eval()), and a returned dict would
+    # exit 1
+    print(json.dumps(res))

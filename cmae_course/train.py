@@ -39,16 +39,22 @@ def pick_device(device:str|torch.device|None='auto') -> torch.device:
     "The training device: `'auto'` = cuda, then mps, then cpu; or an explicit torch device string."
     if device is None or str(device) == 'auto':
         if torch.cuda.is_available(): return torch.device('cuda')
-        if getattr(torch.backends, 'mps', None) is not None and torch.backends.mps.is_available(): return torch.device('mps')
+        if getattr(torch.backends, 'mps', None) is not None and torch.backends.mps.is_available():
+            return torch.device('mps')
         return torch.device('cpu')
     try: dev = torch.device(device)
-    except (RuntimeError, TypeError): raise ValueError(f"device={device!r}: not a torch device (use auto, cpu, cuda, cuda:0, mps)") from None
-    if dev.type == 'cuda' and not torch.cuda.is_available(): raise ValueError(f"device={device!r}: CUDA is not available here")
-    if dev.type == 'mps' and not torch.backends.mps.is_available(): raise ValueError(f"device={device!r}: MPS is not available here")
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device={device!r}: not a torch device "
+                         "(use auto, cpu, cuda, cuda:0, mps)") from None
+    if dev.type == 'cuda' and not torch.cuda.is_available():
+        raise ValueError(f"device={device!r}: CUDA is not available here")
+    if dev.type == 'mps' and not torch.backends.mps.is_available():
+        raise ValueError(f"device={device!r}: MPS is not available here")
     return dev
 
 def cpu_has_native_bf16() -> bool:
-    "True when the CPU has bf16 instructions (AVX512-BF16 or AMX), where bf16 autocast can beat fp32."
+    """True when the CPU has bf16 instructions (AVX512-BF16 or AMX), where bf16 autocast can beat
+    fp32."""
     cap = torch.backends.cpu.get_cpu_capability().upper()
     if 'AMX' in cap: return True
     try: flags = Path('/proc/cpuinfo').read_text()
@@ -59,7 +65,8 @@ PRECISIONS = ('auto', 'bf16', 'fp16', 'fp32')
 
 def pick_precision(precision:str='auto', device:str|torch.device='cpu') -> str:
     "Resolve `precision` in `PRECISIONS` to 'bf16', 'fp16' or 'fp32' for `device`."
-    if precision not in PRECISIONS: raise ValueError(f"precision={precision!r}: must be one of {PRECISIONS}")
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision={precision!r}: must be one of {PRECISIONS}")
     dev = torch.device(device)
     if precision != 'auto':
         if precision == 'bf16' and dev.type == 'cuda' and not torch.cuda.is_bf16_supported():
@@ -71,25 +78,33 @@ def pick_precision(precision:str='auto', device:str|torch.device='cpu') -> str:
 
 # %% ../nbs/10_train.ipynb #e00a35fc
 def choose_precision(step_s:dict, tie:float=0.03) -> str:
-    "The precision with the shortest step in `step_s` ({precision: seconds}); bf16 has to win by more than `tie` (fp32 is exact)."
+    """The precision with the shortest step in `step_s` ({precision: seconds}); bf16 has to win by
+    more than `tie` (fp32 is exact)."""
     best = min(step_s, key=step_s.get)
-    return best if best == 'fp32' or step_s[best] < (1 - tie) * step_s.get('fp32', math.inf) else 'fp32'
+    return (best if best == 'fp32' or step_s[best] < (1 - tie) * step_s.get('fp32', math.inf)
+            else 'fp32')
 
 def _cpu_name() -> str:
-    try: return next(l.split(':', 1)[1].strip() for l in Path('/proc/cpuinfo').read_text().splitlines() if l.startswith('model name'))
+    try:
+        return next(l.split(':', 1)[1].strip()
+                    for l in Path('/proc/cpuinfo').read_text().splitlines()
+                    if l.startswith('model name'))
     except (OSError, StopIteration): return platform.processor() or platform.machine()
 
-def time_precisions(net:nn.Module, xb:tuple, device, candidates=('fp32', 'bf16'), steps:int=4, warmup:int=1) -> dict:
-    """Median seconds of one forward + backward of `net(*xb)['loss']` under each precision's autocast. The candidates take
-    turns, step by step, so that a neighbour's load on a shared machine hits all of them alike. A deep copy is timed: the
-    model's weights, buffers (BatchNorm, MoCo's queue) and gradients stay untouched."""
+def time_precisions(net:nn.Module, xb:tuple, device, candidates=('fp32', 'bf16'), steps:int=4,
+                    warmup:int=1) -> dict:
+    """Median seconds of one forward + backward of `net(*xb)['loss']` under each precision's
+    autocast. The candidates take turns, step by step, so that a neighbour's load on a shared
+    machine hits all of them alike. A deep copy is timed: the model's weights, buffers (BatchNorm,
+    MoCo's queue) and gradients stay untouched."""
     device = torch.device(device)
     net, times = copy.deepcopy(net).to(device).train(), {p: [] for p in candidates}
     dtypes = dict(bf16=torch.bfloat16, fp16=torch.float16)
     for i in range(warmup + steps):
         for p in (candidates if i % 2 == 0 else candidates[::-1]):
             t0 = time.perf_counter()
-            with torch.autocast(device.type, dtype=dtypes.get(p, torch.bfloat16), enabled=p != 'fp32'):
+            with torch.autocast(device.type, dtype=dtypes.get(p, torch.bfloat16),
+                                enabled=p != 'fp32'):
                 loss = net(*xb)['loss']
             loss.backward(); net.zero_grad(set_to_none=True)
             if device.type == 'cuda': torch.cuda.synchronize(device)
@@ -101,30 +116,35 @@ def precision_cache_file() -> Path:
     from cmae_course.data import cache_dir
     return cache_dir()/'precision.json'
 
-def calibrate_precision(net:nn.Module, xb:tuple, device='cpu', cache:Path|None|bool=None, tie:float=0.03) -> dict:
-    """'auto' precision decided by measurement: `time_precisions` of this model on this batch in fp32 and bf16, and
-    `choose_precision`. The answer is cached per CPU model, torch version, thread count, model and batch shape in `cache`
-    (default `precision_cache_file()`; False: no cache) -> dict(choice, step_s, key, cached)."""
+def calibrate_precision(net:nn.Module, xb:tuple, device='cpu', cache:Path|None|bool=None,
+                        tie:float=0.03) -> dict:
+    """'auto' precision decided by measurement: `time_precisions` of this model on this batch in
+    fp32 and bf16, and `choose_precision`. The answer is cached per CPU model, torch version, thread
+    count, model and batch shape in `cache` (default `precision_cache_file()`; False: no cache) ->
+    dict(choice, step_s, key, cached)."""
     shapes = ' '.join('x'.join(map(str, x.shape)) for x in xb if torch.is_tensor(x))
-    key = ' | '.join([_cpu_name(), f'torch {torch.__version__}', f'{torch.get_num_threads()} threads', torch.device(device).type,
+    key = ' | '.join([_cpu_name(), f'torch {torch.__version__}',
+                      f'{torch.get_num_threads()} threads', torch.device(device).type,
                       type(unwrap(net).model if hasattr(unwrap(net), 'model') else net).__name__,
                       f'{sum(p.numel() for p in net.parameters())} params', shapes])
     f = None if cache is False else Path(cache or precision_cache_file())
     try: table = json.loads(f.read_text()) if f is not None and f.exists() else {}
-    except (OSError, ValueError): table = {}                   # an unreadable cache is re-measured, never fatal
+    except (OSError, ValueError): table = {}    # an unreadable cache is re-measured, never fatal
     if key in table: return dict(table[key], key=key, cached=True)
     t = time_precisions(net, xb, device)
     rec = dict(choice=choose_precision(t, tie), step_s={p: round(v, 4) for p, v in t.items()})
     if f is not None:
         try:
             f.parent.mkdir(parents=True, exist_ok=True)
-            tmp = f.with_name(f'.{f.name}.{os.getpid()}.tmp'); tmp.write_text(json.dumps({**table, key: rec}, indent=1)); os.replace(tmp, f)
-        except OSError: pass                                       # a read-only cache folder: measure again next time
+            tmp = f.with_name(f'.{f.name}.{os.getpid()}.tmp')
+            tmp.write_text(json.dumps({**table, key: rec}, indent=1)); os.replace(tmp, f)
+        except OSError: pass    # a read-only cache folder: measure again next time
     return dict(rec, key=key, cached=False)
 
 # %% ../nbs/10_train.ipynb #f05e9d12
 class DeviceAMP(MixedPrecision):
-    "fastai's `MixedPrecision` for any device type: bf16/fp16 autocast (fp16 with `GradScaler`), fp32 = plain."
+    """fastai's `MixedPrecision` for any device type: bf16/fp16 autocast (fp16 with `GradScaler`),
+    fp32 = plain."""
     def __init__(self, precision='bf16', device_type='cpu', **kwargs):
         super().__init__(amp_mode='bf16' if precision == 'bf16' else 'fp16', **kwargs)
         self.precision, self.device_type = precision, device_type
@@ -137,14 +157,16 @@ class DeviceAMP(MixedPrecision):
 
 # %% ../nbs/10_train.ipynb #4914b520
 LOSS_PARTS = ('rec', 'ctr', 'loc')
-TASK_METRICS = ('ctr_acc', 'loc_acc')   # does each task learn? positive retrieval top-1, location accuracy
+# does each task learn? positive retrieval top-1, location accuracy
+TASK_METRICS = ('ctr_acc', 'loc_acc')
 
 class SSLModel(nn.Module):
     "Wrap an SSL model so `forward(*views)` returns a dict with 'loss' and its parts."
     def __init__(self, model:nn.Module, mask_ratio:float=0.75):
         super().__init__()
         self.model, self.mask_ratio = model, mask_ratio
-        self.forward_kwargs = {}        # extra keyword args for the next forwards (e.g. fixed `noise`), set by a callback
+        # extra keyword args for the next forwards (e.g. fixed `noise`), set by a callback
+        self.forward_kwargs = {}
     @property
     def encoder(self): return self.model.encoder
     def forward(self, *xb):
@@ -152,7 +174,9 @@ class SSLModel(nn.Module):
         if isinstance(out, tuple):                              # MAE: (loss, pred, mask)
             loss, pred, mask = out
             out = dict(loss=loss, rec=loss, pred=pred, mask=mask)
-        if not (isinstance(out, dict) and 'loss' in out): raise TypeError("the wrapped model must return a dict with 'loss' or MAE's (loss, pred, mask)")
+        if not (isinstance(out, dict) and 'loss' in out):
+            raise TypeError("the wrapped model must return a dict with 'loss' "
+                            "or MAE's (loss, pred, mask)")
         return out
     def momentum_update(self, m:float):
         if hasattr(self.model, 'momentum_update'): self.model.momentum_update(m)
@@ -170,7 +194,8 @@ def unwrap(model:nn.Module) -> nn.Module:
 
 # %% ../nbs/10_train.ipynb #50a7cba2
 def param_groups(model:nn.Module, weight_decay:float=0.05) -> list[dict]:
-    "Two AdamW groups as MAE: decay for >=2-D weights (incl. (1,1,D) cls/mask tokens), none for biases/norms/1-D."
+    """Two AdamW groups as MAE: decay for >=2-D weights (incl. (1,1,D) cls/mask tokens), none for
+    biases/norms/1-D."""
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         if not p.requires_grad: continue
@@ -184,18 +209,25 @@ def lr_from_blr(blr:float, bs:int, accum:int=1, world_size:int=1) -> float:
 def _fused_ok(device_type):
     return device_type in ('cuda', 'cpu', 'mps')
 
-def adamw_opt(model:nn.Module, lr:float, weight_decay:float=0.05, betas=(0.9, 0.95), device_type='cpu', fused=None):
-    "A fastai `OptimWrapper` around torch AdamW with MAE's groups; fused kernel where torch has one, else foreach."
+def adamw_opt(model:nn.Module, lr:float, weight_decay:float=0.05, betas=(0.9, 0.95),
+              device_type='cpu', fused=None):
+    """A fastai `OptimWrapper` around torch AdamW with MAE's groups; fused kernel where torch has
+    one, else foreach."""
     fused = _fused_ok(device_type) if fused is None else fused
     groups = param_groups(model, weight_decay)
-    try: opt = torch.optim.AdamW(groups, lr=lr, betas=betas, fused=fused, foreach=None if fused else True)
-    except (RuntimeError, ValueError): opt = torch.optim.AdamW(groups, lr=lr, betas=betas, foreach=True)
+    try:
+        opt = torch.optim.AdamW(groups, lr=lr, betas=betas, fused=fused,
+                                foreach=None if fused else True)
+    except (RuntimeError, ValueError):
+        opt = torch.optim.AdamW(groups, lr=lr, betas=betas, foreach=True)
     return OptimWrapper(opt=opt)
 
 def sgd_opt(model:nn.Module, lr:float, weight_decay:float=1e-4, momentum:float=0.9):
-    "MoCo's optimiser (main_moco.py): SGD with momentum 0.9 and weight decay on every trainable parameter, norms and biases included."
+    """MoCo's optimiser (main_moco.py): SGD with momentum 0.9 and weight decay on every trainable
+    parameter, norms and biases included."""
     params = [p for p in model.parameters() if p.requires_grad]
-    return OptimWrapper(opt=torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay, foreach=True))
+    return OptimWrapper(opt=torch.optim.SGD(params, lr=lr, momentum=momentum,
+                                            weight_decay=weight_decay, foreach=True))
 
 OPTIMIZERS = ('adamw', 'sgd')
 
@@ -212,11 +244,13 @@ def momentum_at(pct:float, m0:float=0.996, m1:float=0.996) -> float:
     return m1 - (m1 - m0) * (math.cos(math.pi * pct) + 1) / 2
 
 class MomentumUpdate(Callback):
-    "EMA of the momentum branch, run after every real optimiser step (as HCMAE), with a per-iteration schedule."
+    """EMA of the momentum branch, run after every real optimiser step (as HCMAE), with a
+    per-iteration schedule."""
     order = 65
     def __init__(self, m0:float=0.996, m1:float=0.996): store_attr()
     def before_step(self): self.skipped = False
-    def after_cancel_step(self): self.skipped = True          # fp16 overflow: no weight update, no EMA either
+    # fp16 overflow: no weight update, no EMA either
+    def after_cancel_step(self): self.skipped = True
     def after_step(self):
         if getattr(self, 'skipped', False): return
         self.learn.momentum = momentum_at(self.pct_train, self.m0, self.m1)
@@ -224,8 +258,9 @@ class MomentumUpdate(Callback):
 
 # %% ../nbs/10_train.ipynb #e3bf44d6
 class LossPart(Metric):
-    """Epoch average of `pred[name]` over training batches (None if the model never returned that part). The sum stays on the
-    device (no host sync per step); under torch.distributed `SyncLossParts` sums it over the ranks once per epoch."""
+    """Epoch average of `pred[name]` over training batches (None if the model never returned that
+    part). The sum stays on the device (no host sync per step); under torch.distributed
+    `SyncLossParts` sums it over the ranks once per epoch."""
     def __init__(self, name): self._name = name
     def reset(self): self.total, self.count, self.synced = None, 0, None
     def accumulate(self, learn):
@@ -243,20 +278,22 @@ class LossPart(Metric):
     def name(self): return self._name
 
 class SyncLossParts(Callback):
-    "Under torch.distributed: every `LossPart` becomes the average over ALL ranks' batches (one all-reduce per epoch)."
-    order = 45                                                 # before the Recorder (50) reads the values in after_train
+    """Under torch.distributed: every `LossPart` becomes the average over ALL ranks' batches (one
+    all-reduce per epoch)."""
+    order = 45    # before the Recorder (50) reads the values in after_train
     def after_train(self):
         ws = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
         parts = [m for m in self.learn.metrics if isinstance(m, LossPart)]
         if ws == 1 or not parts: return
         dev = next(self.learn.model.parameters()).device
-        t = torch.tensor([[float(m.total) if m.total is not None else 0., float(m.count)] for m in parts], device=dev)
+        t = torch.tensor([[float(m.total) if m.total is not None else 0., float(m.count)]
+                          for m in parts], device=dev)
         dist.all_reduce(t)
         for m, (tot, cnt) in zip(parts, t.tolist()): m.synced = tot / cnt if cnt else None
 
 class Throughput(Callback):
     "Training items per second over the epoch, across all processes (a CMAE item = 2 views)."
-    order = 45                                                 # before the Recorder (50) reads it in after_train
+    order = 45    # before the Recorder (50) reads it in after_train
     def before_epoch(self): self.n, self.t0, self.value = 0, time.perf_counter(), None
     def after_batch(self):
         if self.training: self.n += find_bs(self.yb)
@@ -269,17 +306,20 @@ class NoValidation(Callback):
     def before_validate(self): raise CancelValidException()
 
 class IterLog(Callback):
-    "Every training iteration's loss parts and lr in `learn.parts_log` (a list of dicts) -- for fine-grained curves."
+    """Every training iteration's loss parts and lr in `learn.parts_log` (a list of dicts) -- for
+    fine-grained curves."""
     order = 56
     def before_fit(self): self.learn.parts_log = getattr(self.learn, 'parts_log', [])
     def after_batch(self):
         if not self.training or not isinstance(self.pred, dict): return
-        r = {k: float(v.detach()) for k, v in self.pred.items() if torch.is_tensor(v) and v.ndim == 0}
+        r = {k: float(v.detach()) for k, v in self.pred.items()
+             if torch.is_tensor(v) and v.ndim == 0}
         r['lr'] = self.opt.hypers[-1]['lr']
         self.learn.parts_log.append(r)
 
 class StepCounter(Callback):
-    "Count real optimiser steps in `learn.opt_steps` (skipped fp16 steps and accumulation micro-batches excluded)."
+    """Count real optimiser steps in `learn.opt_steps` (skipped fp16 steps and accumulation
+    micro-batches excluded)."""
     order = 64
     def before_fit(self): self.learn.opt_steps = getattr(self.learn, 'opt_steps', 0)
     def before_step(self): self.skipped = False
@@ -288,17 +328,20 @@ class StepCounter(Callback):
         if not self.skipped: self.learn.opt_steps += 1
 
 class PlainEpochTable:
-    """A fastai `learn.logger` for logs that are files or pipes: the epoch table's header once, then one line per epoch.
-    `plain_progress(learn)` installs it in place of the progress bar, whose in-place frames would flood such a log."""
+    """A fastai `learn.logger` for logs that are files or pipes: the epoch table's header once, then
+    one line per epoch. `plain_progress(learn)` installs it in place of the progress bar, whose
+    in-place frames would flood such a log."""
     def __init__(self, learn): self.learn, self.header = learn, False
     def __call__(self, log):
         fmt = lambda v: f'{v:.6f}' if isinstance(v, float) else ('' if v is None else str(v))
-        if not self.header: print('  '.join(f'{n:>10s}' for n in self.learn.recorder.metric_names), flush=True)
+        if not self.header:
+            print('  '.join(f'{n:>10s}' for n in self.learn.recorder.metric_names), flush=True)
         self.header = True
         print('  '.join(f'{fmt(v):>10s}' for v in log), flush=True)
 
 def plain_progress(learn):
-    "No progress bar, one plain line per epoch (see `PlainEpochTable`); for a stdout that is not a terminal."
+    """No progress bar, one plain line per epoch (see `PlainEpochTable`); for a stdout that is not a
+    terminal."""
     from fastai.callback.progress import ProgressCallback
     if hasattr(learn, 'progress'): learn.remove_cb(ProgressCallback)
     if is_rank0(): learn.logger = PlainEpochTable(learn)
@@ -308,14 +351,18 @@ def plain_progress(learn):
 class NonFiniteLossError(RuntimeError): pass
 
 class StopOnNaN(Callback):
-    """Raise `NonFiniteLossError` (rank, epoch, iteration, loss part) as soon as a loss part is NaN/inf, before any update.
-    Under torch.distributed the verdict is all-reduced every step, so EVERY rank stops at the same step (a rank that stopped
-    alone would leave the others waiting forever in the next collective). Checkpoints already written stay as they are."""
+    """Raise `NonFiniteLossError` (rank, epoch, iteration, loss part) as soon as a loss part is
+    NaN/inf, before any update. Under torch.distributed the verdict is all-reduced every step, so
+    EVERY rank stops at the same step (a rank that stopped alone would leave the others waiting
+    forever in the next collective). Checkpoints already written stay as they are."""
     order = -5
     def after_loss(self):
         if not self.training: return
-        parts = {k: v for k, v in self.pred.items() if k != 'loss' and torch.is_tensor(v) and v.ndim == 0} if isinstance(self.pred, dict) else {}
-        vals = torch.stack([self.loss.detach().float()] + [v.detach().float() for v in parts.values()])
+        parts = ({k: v for k, v in self.pred.items()
+                  if k != 'loss' and torch.is_tensor(v) and v.ndim == 0}
+                 if isinstance(self.pred, dict) else {})
+        vals = torch.stack([self.loss.detach().float()]
+                           + [v.detach().float() for v in parts.values()])
         bad = ~torch.isfinite(vals)
         ws, r = world_size(), rank()
         if ws > 1:
@@ -325,23 +372,32 @@ class StopOnNaN(Callback):
             bad_ranks = flags.nonzero().flatten().tolist()
         else: bad_ranks = [0] if bool(bad.any()) else []
         if not bad_ranks: return
-        where = (f"epoch {self.epoch}, iteration {self.iter} (optimizer step {getattr(self.learn, 'opt_steps', '?')})")
+        where = (f"epoch {self.epoch}, iteration {self.iter} "
+                 f"(optimizer step {getattr(self.learn, 'opt_steps', '?')})")
         if r in bad_ranks:
             names = ['loss'] + list(parts)
             what = ', '.join(f"{n} = {float(vals[i])}" for i, n in enumerate(names) if bad[i])
             msg = f"non-finite loss on rank {r} at {where}: {what}"
-        else: msg = f"non-finite loss on rank {', '.join(map(str, bad_ranks))} at {where}; this rank stops with it"
-        raise NonFiniteLossError(msg + "; training stopped, the last checkpoint is intact (--resume continues from it)")
+        else:
+            msg = (f"non-finite loss on rank {', '.join(map(str, bad_ranks))} at {where}; "
+                   "this rank stops with it")
+        raise NonFiniteLossError(msg + "; training stopped, the last checkpoint is intact "
+                                 "(--resume continues from it)")
 
 class InjectNaN(Callback):
-    """Test hook: make the loss NaN on `rank` at optimiser step `step` (once), to check that every rank stops.
-    `cmae_pretrain` adds it when the environment variable CMAE_INJECT_NAN is 'RANK:STEP' (e.g. '1:3')."""
+    """Test hook: make the loss NaN on `rank` at optimiser step `step` (once), to check that every
+    rank stops. `cmae_pretrain` adds it when the environment variable CMAE_INJECT_NAN is 'RANK:STEP'
+    (e.g. '1:3')."""
     order = -6                                                 # before StopOnNaN looks at the loss
     def __init__(self, rank:int, step:int): self.rank_, self.step_, self.done = rank, step, False
     def after_loss(self):
-        if self.training and not self.done and rank() == self.rank_ and getattr(self.learn, 'opt_steps', 0) == self.step_:
-            self.learn.loss_grad = self.learn.loss_grad * float('nan'); self.learn.loss = self.learn.loss * float('nan')
-            if isinstance(self.pred, dict): self.learn.pred = {**self.pred, 'rec': self.pred.get('rec', self.loss) * float('nan')}
+        if (self.training and not self.done and rank() == self.rank_
+                and getattr(self.learn, 'opt_steps', 0) == self.step_):
+            self.learn.loss_grad = self.learn.loss_grad * float('nan')
+            self.learn.loss = self.learn.loss * float('nan')
+            if isinstance(self.pred, dict):
+                self.learn.pred = {**self.pred,
+                                   'rec': self.pred.get('rec', self.loss) * float('nan')}
             self.done = True
 
 # %% ../nbs/10_train.ipynb #82803b2a
@@ -354,7 +410,8 @@ def world_size() -> int:
 def is_rank0() -> bool: return rank() == 0
 
 def init_distributed(device:torch.device|None=None) -> tuple[int, int]:
-    "Join the process group when started by torchrun (`WORLD_SIZE`>1): NCCL for CUDA, gloo otherwise. -> (rank, world)"
+    """Join the process group when started by torchrun (`WORLD_SIZE`>1): NCCL for CUDA, gloo
+    otherwise. -> (rank, world)"""
     if int(os.environ.get('WORLD_SIZE', 1)) <= 1 or not dist.is_available(): return 0, 1
     if not dist.is_initialized():
         cuda = device is not None and torch.device(device).type == 'cuda'
@@ -363,14 +420,16 @@ def init_distributed(device:torch.device|None=None) -> tuple[int, int]:
     return dist.get_rank(), dist.get_world_size()
 
 def _broadcast_list(xs:list, src:int=0) -> list:
-    "Broadcast a list of ints from rank `src` with the running backend (CPU tensor for gloo, CUDA for NCCL)."
+    """Broadcast a list of ints from rank `src` with the running backend (CPU tensor for gloo, CUDA
+    for NCCL)."""
     dev = 'cuda' if dist.get_backend() == 'nccl' else 'cpu'
     t = torch.tensor(xs, dtype=torch.long, device=dev)
     dist.broadcast(t, src)
     return t.cpu().tolist()
 
 class _Sharded:
-    "Mixin for fastai `DataLoader`s: rank 0's shuffled order, padded and dealt out interleaved (rank::world)."
+    """Mixin for fastai `DataLoader`s: rank 0's shuffled order, padded and dealt out interleaved
+    (rank::world)."""
     def get_idxs(self):
         idxs = _broadcast_list(list(super().get_idxs()))
         n, ws = len(idxs), world_size()
@@ -382,42 +441,51 @@ class _Sharded:
         return n // self.bs + (0 if self.drop_last or n % self.bs == 0 else 1)
 
 def shard_dl(dl):
-    "A per-process view of `dl` (fastai `DataLoader` or torch `DataLoader`) for DDP; the dataset is shared."
+    """A per-process view of `dl` (fastai `DataLoader` or torch `DataLoader`) for DDP; the dataset
+    is shared."""
     if isinstance(dl, _Sharded) or world_size() == 1: return dl
     if isinstance(dl, FastDataLoader):
         new = copy.copy(dl)
         new.__class__ = type(f'Sharded{type(dl).__name__}', (_Sharded, type(dl)), {})
         f = dl.fake_l
-        new.fake_l = _FakeLoader(new, f.pin_memory, f.num_workers, f.timeout, persistent_workers=f.persistent_workers,
+        new.fake_l = _FakeLoader(new, f.pin_memory, f.num_workers, f.timeout,
+                                 persistent_workers=f.persistent_workers,
                                  pin_memory_device=f.pin_memory_device)
         return new
     from torch.utils.data import DistributedSampler, RandomSampler
-    sampler = DistributedSampler(dl.dataset, shuffle=isinstance(dl.sampler, RandomSampler), drop_last=dl.drop_last)
-    return torch.utils.data.DataLoader(dl.dataset, batch_size=dl.batch_size, sampler=sampler, num_workers=dl.num_workers,
-                                       collate_fn=dl.collate_fn, drop_last=dl.drop_last, pin_memory=dl.pin_memory)
+    sampler = DistributedSampler(dl.dataset, shuffle=isinstance(dl.sampler, RandomSampler),
+                                 drop_last=dl.drop_last)
+    return torch.utils.data.DataLoader(dl.dataset, batch_size=dl.batch_size, sampler=sampler,
+                                       num_workers=dl.num_workers, collate_fn=dl.collate_fn,
+                                       drop_last=dl.drop_last, pin_memory=dl.pin_memory)
 
 class DDPCallback(Callback):
-    "Wrap the model in `DistributedDataParallel` and the loaders in `ShardedDL` for the fit; undo after."
+    """Wrap the model in `DistributedDataParallel` and the loaders in `ShardedDL` for the fit; undo
+    after."""
     order = 11
     def __init__(self, find_unused_parameters=True): store_attr()
     def before_fit(self):
         dev = next(self.model.parameters()).device
-        self.learn.model = DistributedDataParallel(self.model, device_ids=[dev.index] if dev.type == 'cuda' else None,
-                                                   find_unused_parameters=self.find_unused_parameters)
+        self.learn.model = DistributedDataParallel(
+            self.model, device_ids=[dev.index] if dev.type == 'cuda' else None,
+            find_unused_parameters=self.find_unused_parameters)
         self.old_loaders = list(self.dls.loaders)
         self.learn.dls.loaders = [self._wrap(dl) for dl in self.dls.loaders]
     def _wrap(self, dl): return shard_dl(dl)
     def before_train(self):
         self.learn.dl = self._wrap(self.learn.dl)
-        if hasattr(getattr(self.dl, 'sampler', None), 'set_epoch'): self.dl.sampler.set_epoch(self.epoch)
+        if hasattr(getattr(self.dl, 'sampler', None), 'set_epoch'):
+            self.dl.sampler.set_epoch(self.epoch)
     def after_fit(self):
         self.learn.model, self.learn.dls.loaders = self.model.module, self.old_loaders
 
 # %% ../nbs/10_train.ipynb #bc2c9537
 class SSLLearner(Learner):
-    "A fastai `Learner` whose `fit` can start at epoch `start_epoch` (resume) with correct schedules and epoch numbers."
+    """A fastai `Learner` whose `fit` can start at epoch `start_epoch` (resume) with correct
+    schedules and epoch numbers."""
     def _do_epoch_validate(self, ds_idx=1, dl=None):
-        if dl is None and len(self.dls.loaders) <= ds_idx: return   # pretraining needs no validation set
+        # pretraining needs no validation set
+        if dl is None and len(self.dls.loaders) <= ds_idx: return
         super()._do_epoch_validate(ds_idx, dl)
     def fit(self, n_epoch, lr=None, wd=None, cbs=None, reset_opt=False, start_epoch=0):
         self.first_epoch = start_epoch
@@ -425,13 +493,15 @@ class SSLLearner(Learner):
     def _do_fit(self):
         first = getattr(self, "first_epoch", 0)
         mbar = getattr(getattr(self, 'progress', None), 'mbar', None)
-        if first and mbar is not None: mbar.update(0)          # fastprogress must see epoch 0 first to start its clock
+        # fastprogress must see epoch 0 first to start its clock
+        if first and mbar is not None: mbar.update(0)
         for epoch in range(first, self.n_epoch):
             self.epoch = epoch
             self._with_events(self._do_epoch, 'epoch', CancelEpochException)
 
 def _calibrate_on(net, dls, device) -> dict:
-    "`calibrate_precision` on one training batch (drawn without touching any random state); every process uses rank 0's answer."
+    """`calibrate_precision` on one training batch (drawn without touching any random state); every
+    process uses rank 0's answer."""
     ds = dls.train.dataset
     with torch.random.fork_rng(devices=[]):
         b = ds.get_batch(list(range(min(dls.train.bs, len(ds)))))
@@ -441,14 +511,17 @@ def _calibrate_on(net, dls, device) -> dict:
         box = [calib]; dist.broadcast_object_list(box, src=0); calib = box[0]
     return calib
 
-def ssl_learner(model:nn.Module, dls:DataLoaders, *, mask_ratio:float=0.75, lr:float=1.5e-4, weight_decay:float=0.05,
-                betas=(0.9, 0.95), accum:int=1, precision:str='auto', device='auto', momentum=(0.996, 0.996),
-                compile:bool=False, distributed:bool|None=None, cbs=None, path='.', opt:str='adamw') -> SSLLearner:
-    "A `Learner` for an SSL model returning loss parts: AdamW (MAE groups) or `opt='sgd'` (MoCo), precision, accumulation, momentum, logging."
+def ssl_learner(model:nn.Module, dls:DataLoaders, *, mask_ratio:float=0.75, lr:float=1.5e-4,
+                weight_decay:float=0.05, betas=(0.9, 0.95), accum:int=1, precision:str='auto',
+                device='auto', momentum=(0.996, 0.996), compile:bool=False,
+                distributed:bool|None=None, cbs=None, path='.', opt:str='adamw') -> SSLLearner:
+    """A `Learner` for an SSL model returning loss parts: AdamW (MAE groups) or `opt='sgd'` (MoCo),
+    precision, accumulation, momentum, logging."""
     device = pick_device(device)
     prec, calib = pick_precision(precision, device), None
     net = SSLModel(model, mask_ratio).to(device)
-    if precision == 'auto' and device.type == 'cpu':             # measure, do not trust CPU flags (see "bf16 or fp32" below)
+    # measure, do not trust CPU flags (see "bf16 or fp32" below)
+    if precision == 'auto' and device.type == 'cpu':
         calib = _calibrate_on(net, dls, device)
         prec = calib['choice']
     if compile: net.compile()
@@ -457,17 +530,20 @@ def ssl_learner(model:nn.Module, dls:DataLoaders, *, mask_ratio:float=0.75, lr:f
     if opt == 'sgd': opt_func = lambda params, lr: sgd_opt(net, lr, weight_decay)
     else: opt_func = lambda params, lr: adamw_opt(net, lr, weight_decay, betas, device.type)
     tput = Throughput()
-    cb_list = [NoValidation(), StopOnNaN(), StepCounter(), tput, SyncLossParts(), MomentumUpdate(*momentum),
-               DeviceAMP(prec, device.type)]
+    cb_list = [NoValidation(), StopOnNaN(), StepCounter(), tput, SyncLossParts(),
+               MomentumUpdate(*momentum), DeviceAMP(prec, device.type)]
     if accum > 1: cb_list.append(GradientAccumulation(n_acc=accum * dls.train.bs))
     if distributed or (distributed is None and world_size() > 1): cb_list.append(DDPCallback())
-    learn = SSLLearner(dls, net, loss_func=ssl_loss, opt_func=opt_func, lr=lr, wd=None, cbs=cb_list + list(cbs or []),
+    learn = SSLLearner(dls, net, loss_func=ssl_loss, opt_func=opt_func, lr=lr, wd=None,
+                       cbs=cb_list + list(cbs or []),
                        metrics=[LossPart(p) for p in LOSS_PARTS + TASK_METRICS] + [
-                           ValueMetric(lambda: learn_lr(learn), 'lr'), ValueMetric(lambda: tput.value, 'img_s')],
+                           ValueMetric(lambda: learn_lr(learn), 'lr'),
+                           ValueMetric(lambda: tput.value, 'img_s')],
                        path=path)
     learn.recorder.train_metrics, learn.recorder.valid_metrics = True, False
-    learn.precision, learn.precision_calibration, learn.accum, learn.opt_steps = prec, calib, accum, 0
-    if not is_rank0():                                          # one process reports: no bar, no epoch lines elsewhere
+    learn.precision, learn.precision_calibration, learn.accum, learn.opt_steps = (
+        prec, calib, accum, 0)
+    if not is_rank0():  # one process reports: no bar, no epoch lines elsewhere
         from fastai.callback.progress import ProgressCallback
         learn.remove_cb(ProgressCallback)
         learn.logger = lambda log: None
@@ -477,8 +553,11 @@ def learn_lr(learn):
     "Learning rate of the last batch (None before the first step)."
     return learn.opt.hypers[-1]['lr'] if learn.opt is not None else None
 
-def fit_ssl(learn:Learner, epochs:int, lr:float, warmup_epochs:float=0, min_lr:float=0., start_epoch:int=0, cbs=None):
-    "Train `epochs` epochs with MAE's per-iteration schedule: linear warmup over `warmup_epochs`, then cosine."
-    sched = ParamScheduler({'lr': warmup_cosine(lr, warmup_epochs / epochs if epochs else 0., min_lr)})
+def fit_ssl(learn:Learner, epochs:int, lr:float, warmup_epochs:float=0, min_lr:float=0.,
+            start_epoch:int=0, cbs=None):
+    """Train `epochs` epochs with MAE's per-iteration schedule: linear warmup over `warmup_epochs`,
+    then cosine."""
+    sched = ParamScheduler(
+        {'lr': warmup_cosine(lr, warmup_epochs / epochs if epochs else 0., min_lr)})
     learn.fit(epochs, lr=lr, cbs=[sched] + list(cbs or []), start_epoch=start_epoch)
     return learn
