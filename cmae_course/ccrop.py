@@ -23,13 +23,17 @@ __all__ = ['FEATURE_REDUCTIONS', 'FEATURE_TOKENS', 'DEFAULT_FEATURES', 'CC_LITER
 
 # %% ../nbs/06_ccrop.ipynb #c007
 def boxes_from_heatmap(hm: Tensor, k: float = 0.1, exclusive_end: bool = True) -> Tensor:
-    """Box around the rows and columns of `hm: (N, H, W)` whose maximum exceeds `k` -> (N, 4) float32 (x0, y0, x1, y1) fractions.
-    exclusive_end=True: ends at (last+1)/H, (last+1)/W, so an everywhere-active map gives (0, 0, 1, 1);
-    exclusive_end=False: ContrastiveCrop's literal last/H, last/W. A map with no active row gives the whole image."""
+    """Box around the rows and columns of `hm: (N, H, W)` whose maximum exceeds `k` -> (N, 4)
+    float32 (x0, y0, x1, y1) fractions.
+    exclusive_end=True: ends at (last+1)/H, (last+1)/W, so an everywhere-active map gives
+    (0, 0, 1, 1);
+    exclusive_end=False: ContrastiveCrop's literal last/H, last/W. A map with no active row gives
+    the whole image."""
     if hm.ndim != 3: raise ValueError(f"hm must have shape (N, H, W), got {tuple(hm.shape)}")
     if not 0 <= k < 1: raise ValueError(f"k must be in [0, 1), got {k}")
     N, H, W = hm.shape
-    def span(active, n):                                  # active: (N, n) bool -> first and last active index, (N,) each
+    # active: (N, n) bool -> first and last active index, (N,) each
+    def span(active, n):
         ar = torch.arange(n, device=active.device).expand_as(active)
         return torch.where(active, ar, n).amin(1), torch.where(active, ar, -1).amax(1)
     y0, y1 = span(hm.amax(2) > k, H)                      # rows: max over columns
@@ -43,7 +47,10 @@ def boxes_from_heatmap(hm: Tensor, k: float = 0.1, exclusive_end: bool = True) -
 def box_iou(a: Tensor, b: Tensor) -> Tensor:
     "IoU of paired boxes: a, b: (N, 4) (x0, y0, x1, y1) -> (N,). Rows containing NaN give NaN."
     if a.shape != b.shape or a.shape[-1] != 4:
-        raise ValueError(f"box_iou: a and b must both have shape (N, 4), got {tuple(a.shape)} and {tuple(b.shape)}")
+        raise ValueError(
+            f"box_iou: a and b must both have shape (N, 4), got {tuple(a.shape)} and "
+            f"{tuple(b.shape)}"
+        )
     iw = (torch.minimum(a[..., 2], b[..., 2]) - torch.maximum(a[..., 0], b[..., 0])).clamp_min(0)
     ih = (torch.minimum(a[..., 3], b[..., 3]) - torch.maximum(a[..., 1], b[..., 1])).clamp_min(0)
     inter = iw * ih
@@ -55,20 +62,27 @@ def whole_image_boxes(n: int) -> Tensor:
     return torch.tensor([[0., 0., 1., 1.]]).repeat(n, 1)
 
 def mean_iou(boxes: Tensor, true_boxes: Tensor) -> float:
-    "Mean IoU of boxes (N, 4) against true_boxes (N, 4), skipping rows where true_boxes has NaN; NaN if none is known."
+    """Mean IoU of boxes (N, 4) against true_boxes (N, 4), skipping rows where true_boxes has NaN;
+    NaN if none is known."""
     true_boxes = torch.as_tensor(true_boxes, dtype=torch.float32, device=boxes.device)
     ok = ~torch.isnan(true_boxes).any(-1)
     return box_iou(boxes[ok].float(), true_boxes[ok]).mean().item() if ok.any() else float('nan')
 
 def whole_share(boxes: Tensor, tol: float = 0.02) -> float:
-    "Share of boxes (N, 4) that cover (nearly) the whole image, every side within `tol` of the border: boxes that localise nothing."
+    """Share of boxes (N, 4) that cover (nearly) the whole image, every side within `tol` of the
+    border: boxes that localise nothing."""
     b = boxes.float()
-    return ((b[:, :2] <= tol).all(1) & (b[:, 2:] >= 1 - tol).all(1)).float().mean().item() if len(b) else float('nan')
+    return (
+        ((b[:, :2] <= tol).all(1) & (b[:, 2:] >= 1 - tol).all(1)).float().mean().item()
+        if len(b)
+        else float('nan')
+    )
 
 # %% ../nbs/06_ccrop.ipynb #c014
 @contextmanager
 def eval_mode(model: nn.Module):
-    "Context manager: `model` in eval mode inside the block; afterwards every submodule gets its own previous `training` flag back."
+    """Context manager: `model` in eval mode inside the block; afterwards every submodule gets its
+    own previous `training` flag back."""
     modes = [(m, m.training) for m in model.modules()]
     model.eval()
     try: yield model
@@ -76,32 +90,42 @@ def eval_mode(model: nn.Module):
         for m, t in modes: m.training = t
 
 def minmax_normalize(m: Tensor, rtol: float = 1e-5) -> Tensor:
-    """Per-image min-max normalisation of m: (N, ...) to [0, 1]. A flat map, whose range is within float rounding of its values
-    (range <= rtol * max|m|), becomes all zeros instead of amplified rounding noise (CC's formula gives NaN or noise)."""
+    """Per-image min-max normalisation of m: (N, ...) to [0, 1]. A flat map, whose range is within
+    float rounding of its values (range <= rtol * max|m|), becomes all zeros instead of amplified
+    rounding noise (CC's formula gives NaN or noise)."""
     x = m.flatten(1)
     lo, hi = x.amin(1, keepdim=True), x.amax(1, keepdim=True)
     rng = hi - lo
     flat = rng <= rtol * torch.maximum(lo.abs(), hi.abs())
-    return torch.where(flat, torch.zeros_like(x), (x - lo) / torch.where(flat, torch.ones_like(rng), rng)).view_as(m)
+    return torch.where(
+        flat, torch.zeros_like(x), (x - lo) / torch.where(flat, torch.ones_like(rng), rng)
+    ).view_as(m)
 
 def upsample_map(m: Tensor, size: tuple[int, int]) -> Tensor:
-    "Bilinear upsampling (align_corners=False, as CC) of patch-grid maps m: (N, h, w) to size (H, W) -> (N, H, W)."
+    """Bilinear upsampling (align_corners=False, as CC) of patch-grid maps m: (N, h, w) to size
+    (H, W) -> (N, H, W)."""
     return F.interpolate(m[:, None], size=tuple(size), mode='bilinear', align_corners=False)[:, 0]
 
 # %% ../nbs/06_ccrop.ipynb #c017
 FEATURE_REDUCTIONS = ('sum', 'l2')
 FEATURE_TOKENS = ('post_norm', 'pre_norm')
-DEFAULT_FEATURES = ('l2', 'post_norm')  # what 'features' means; chosen by the IoU measurement in the lesson
+# what 'features' means; chosen by the IoU measurement in the lesson
+DEFAULT_FEATURES = ('l2', 'post_norm')
 CC_LITERAL = 'features:sum:post_norm'   # ContrastiveCrop's recipe applied to a ViT word for word
 
 def parse_source(source: str) -> tuple:
-    "Heatmap source 'attention' | 'features' | 'features:<sum|l2>:<post_norm|pre_norm>' -> (kind, reduce, tokens)."
+    """Heatmap source 'attention' | 'features' | 'features:<sum|l2>:<post_norm|pre_norm>' ->
+    (kind, reduce, tokens)."""
     parts = source.split(':') if isinstance(source, str) else [None]
     if parts == ['attention']: return ('attention', None, None)
     if parts[0] == 'features' and len(parts) in (1, 3):
         reduce, tokens = parts[1:] if len(parts) == 3 else DEFAULT_FEATURES
-        if reduce in FEATURE_REDUCTIONS and tokens in FEATURE_TOKENS: return ('features', reduce, tokens)
-    raise ValueError(f"source must be 'attention', 'features' or 'features:<sum|l2>:<post_norm|pre_norm>', got {source!r}")
+        if reduce in FEATURE_REDUCTIONS and tokens in FEATURE_TOKENS:
+            return ('features', reduce, tokens)
+    raise ValueError(
+        f"source must be 'attention', 'features' or 'features:<sum|l2>:<post_norm|pre_norm>', got "
+        f"{source!r}"
+    )
 
 def patch_grid(encoder: nn.Module, imgs: Tensor) -> tuple[int, int]:
     "Patch grid (h, w) of `encoder` for `imgs: (N, C, H, W)`."
@@ -110,49 +134,72 @@ def patch_grid(encoder: nn.Module, imgs: Tensor) -> tuple[int, int]:
     return (gs, gs) if isinstance(gs, int) else tuple(gs)
 
 def token_maps(encoder: nn.Module, imgs: Tensor) -> dict:
-    """One eval-mode, no-grad pass of a ViT on full images imgs: (N, C, H, W) -> dict of float32 tensors
-    post_norm, pre_norm: (N, L, D) patch tokens (cls dropped) after / before the final `encoder.norm`;
-    attn: (N, heads, 1+L, 1+L) last-block attention. Needs `encoder(imgs, return_attn=True) -> (tokens, attn)`."""
+    """One eval-mode, no-grad pass of a ViT on full images imgs: (N, C, H, W) -> dict of float32
+    tensors
+    post_norm, pre_norm: (N, L, D) patch tokens (cls dropped) after / before the final
+    `encoder.norm`;
+    attn: (N, heads, 1+L, 1+L) last-block attention. Needs
+    `encoder(imgs, return_attn=True) -> (tokens, attn)`."""
     store = {}
-    hook = encoder.norm.register_forward_hook(lambda mod, inp, out: store.__setitem__('pre', inp[0]))
+    hook = encoder.norm.register_forward_hook(
+        lambda mod, inp, out: store.__setitem__('pre', inp[0])
+    )
     try:
         with eval_mode(encoder), torch.no_grad():
             out, attn = encoder(imgs, return_attn=True)
-    finally: hook.remove()
-    return dict(post_norm=out[:, 1:].float(), pre_norm=store['pre'][:, 1:].float(), attn=attn.float())
+    finally:
+        hook.remove()
+    return dict(
+        post_norm=out[:, 1:].float(), pre_norm=store['pre'][:, 1:].float(), attn=attn.float()
+    )
 
 def patch_scores(tm: dict, source: str = 'features') -> Tensor:
     "Raw score per patch (N, L) for heatmap `source`, from the output `tm` of `token_maps`."
     kind, reduce, tokens = parse_source(source)
-    if kind == 'attention': return tm['attn'][:, :, 0, 1:].mean(1)      # cls -> patches, averaged over heads
+    # cls -> patches, averaged over heads
+    if kind == 'attention': return tm['attn'][:, :, 0, 1:].mean(1)
     x = tm[tokens]
     return x.sum(-1) if reduce == 'sum' else x.norm(dim=-1)
 
 def scores_to_heatmap(s: Tensor, grid: tuple[int, int], size: tuple[int, int]) -> Tensor:
-    "Patch scores s: (N, L) on grid (h, w) -> min-max normalised, bilinearly upsampled heatmap (N, H, W), size = (H, W)."
+    """Patch scores s: (N, L) on grid (h, w) -> min-max normalised, bilinearly upsampled heatmap
+    (N, H, W), size = (H, W)."""
     return upsample_map(minmax_normalize(s.view(len(s), *grid)), size)
 
 def heatmap(encoder: nn.Module, imgs: Tensor, source: str = 'features') -> Tensor:
-    """ContrastiveCrop heatmap of a ViT `encoder` on full, un-augmented imgs: (N, C, H, W) -> (N, H, W) in [0, 1].
-    source: 'attention' (last block, cls -> patches, mean over heads) or 'features[:<sum|l2>:<post_norm|pre_norm>]'
-    (last-layer patch tokens reduced over D; CC_LITERAL = 'features:sum:post_norm'; 'features' = DEFAULT_FEATURES = l2 of post_norm).
+    """ContrastiveCrop heatmap of a ViT `encoder` on full, un-augmented imgs: (N, C, H, W) ->
+    (N, H, W) in [0, 1].
+    source: 'attention' (last block, cls -> patches, mean over heads) or
+    'features[:<sum|l2>:<post_norm|pre_norm>]' (last-layer patch tokens reduced over D; CC_LITERAL =
+    'features:sum:post_norm'; 'features' = DEFAULT_FEATURES = l2 of post_norm).
     Runs in eval mode under no_grad; every submodule gets its previous train/eval mode back."""
-    if imgs.ndim != 4: raise ValueError(f"imgs must have shape (N, C, H, W), got {tuple(imgs.shape)}")
+    if imgs.ndim != 4:
+        raise ValueError(f"imgs must have shape (N, C, H, W), got {tuple(imgs.shape)}")
     parse_source(source)
-    return scores_to_heatmap(patch_scores(token_maps(encoder, imgs), source), patch_grid(encoder, imgs), imgs.shape[-2:])
+    return scores_to_heatmap(
+        patch_scores(token_maps(encoder, imgs), source), patch_grid(encoder, imgs), imgs.shape[-2:]
+    )
 
 # %% ../nbs/06_ccrop.ipynb #c021
 def _device(m: nn.Module): return next(m.parameters()).device
 
 def _batches(dataset, idxs, bs):
-    "Batches of items `idxs` in order: one `dataset.get_batch(chunk)` call per batch when the dataset has it, else a DataLoader."
+    """Batches of items `idxs` in order: one `dataset.get_batch(chunk)` call per batch when the
+    dataset has it, else a DataLoader."""
     if hasattr(dataset, 'get_batch'):
         for c in idxs.split(bs): yield dataset.get_batch(c)
-    else: yield from DataLoader(Subset(dataset, idxs.tolist()), batch_size=bs, shuffle=False, num_workers=0)
+    else:
+        yield from DataLoader(
+            Subset(dataset, idxs.tolist()), batch_size=bs, shuffle=False, num_workers=0
+        )
 
-def dataset_boxes(encoder: nn.Module, dataset, idxs=None, sources=('features',), ks=(0.1,), bs: int = 64) -> dict:
-    """Boxes for items `idxs` (default all) of `dataset`, whose items are (img, ...) full un-augmented images (C, H, W).
-    One encoder pass per batch serves every source and threshold -> {(source, k): (n, 4) float32 on the CPU}."""
+def dataset_boxes(
+    encoder: nn.Module, dataset, idxs=None, sources=('features',), ks=(0.1,), bs: int = 64
+) -> dict:
+    """Boxes for items `idxs` (default all) of `dataset`, whose items are (img, ...) full
+    un-augmented images (C, H, W).
+    One encoder pass per batch serves every source and threshold ->
+    {(source, k): (n, 4) float32 on the CPU}."""
     for s in sources: parse_source(s)
     idxs = torch.arange(len(dataset)) if idxs is None else torch.as_tensor(idxs)
     dev, out = _device(encoder), {(s, k): [] for s in sources for k in ks}
@@ -164,15 +211,25 @@ def dataset_boxes(encoder: nn.Module, dataset, idxs=None, sources=('features',),
             for k in ks: out[(s, k)].append(boxes_from_heatmap(hm, k).cpu())
     return {key: (torch.cat(v) if v else torch.zeros(0, 4)) for key, v in out.items()}
 
-def box_iou_table(encoder: nn.Module, dataset, sources=('features', 'attention'), ks=(0.05, 0.1, 0.2, 0.3), true_boxes=None, bs: int = 64):
-    """Mean IoU of heatmap boxes vs the true boxes for each source (rows) and threshold k (columns), plus a 'whole image' row
-    (IoU of (0, 0, 1, 1), the no-localisation baseline). `dataset`: full un-augmented images, (img, ...) items;
-    `true_boxes` (n, 4) fractions, default `dataset.true_boxes`, NaN rows skipped. Returns a pandas DataFrame."""
+def box_iou_table(
+    encoder: nn.Module,
+    dataset,
+    sources=('features', 'attention'),
+    ks=(0.05, 0.1, 0.2, 0.3),
+    true_boxes=None,
+    bs: int = 64,
+):
+    """Mean IoU of heatmap boxes vs the true boxes for each source (rows) and threshold k (columns),
+    plus a 'whole image' row (IoU of (0, 0, 1, 1), the no-localisation baseline). `dataset`: full
+    un-augmented images, (img, ...) items; `true_boxes` (n, 4) fractions, default
+    `dataset.true_boxes`, NaN rows skipped. Returns a pandas DataFrame."""
     import pandas as pd
     tb = getattr(dataset, 'true_boxes', None) if true_boxes is None else true_boxes
-    if tb is None: raise ValueError("box_iou_table: the dataset has no `true_boxes`; pass true_boxes=(n, 4)")
+    if tb is None:
+        raise ValueError("box_iou_table: the dataset has no `true_boxes`; pass true_boxes=(n, 4)")
     tb = torch.as_tensor(tb, dtype=torch.float32)
-    if tuple(tb.shape) != (len(dataset), 4): raise ValueError(f"true_boxes must have shape ({len(dataset)}, 4), got {tuple(tb.shape)}")
+    if tuple(tb.shape) != (len(dataset), 4):
+        raise ValueError(f"true_boxes must have shape ({len(dataset)}, 4), got {tuple(tb.shape)}")
     res = dataset_boxes(encoder, dataset, sources=sources, ks=ks, bs=bs)
     rows = {s: [mean_iou(res[(s, k)], tb) for k in ks] for s in sources}
     rows['whole image'] = [mean_iou(whole_image_boxes(len(tb)), tb)] * len(ks)
@@ -183,22 +240,52 @@ def _draw_box(ax, box, W, H, color, ls='-'):
     import matplotlib.patches as patches
     if torch.isnan(box).any(): return
     x0, y0, x1, y1 = box.tolist()
-    ax.add_patch(patches.Rectangle((x0 * W - .5, y0 * H - .5), (x1 - x0) * W, (y1 - y0) * H, fill=False, color=color, lw=1.5, ls=ls))
+    ax.add_patch(
+        patches.Rectangle(
+            (x0 * W - 0.5, y0 * H - 0.5),
+            (x1 - x0) * W,
+            (y1 - y0) * H,
+            fill=False,
+            color=color,
+            lw=1.5,
+            ls=ls,
+        )
+    )
 
-def show_ccrop(encoder: nn.Module, eval_ds, idxs, sources=('features', 'attention'), k: float = 0.1, mean=None, std=None, size: float = 1.3):
-    """Grid: per item of `eval_ds` (items (img, ...), `.true_boxes`), the image with its true box (lime) and, per `source`,
-    the heatmap with its box at threshold `k` (yellow, dashed). `mean`/`std` undo the normalisation for display."""
+def show_ccrop(
+    encoder: nn.Module,
+    eval_ds,
+    idxs,
+    sources=('features', 'attention'),
+    k: float = 0.1,
+    mean=None,
+    std=None,
+    size: float = 1.3,
+):
+    """Grid: per item of `eval_ds` (items (img, ...), `.true_boxes`), the image with its true box
+    (lime) and, per `source`, the heatmap with its box at threshold `k` (yellow, dashed).
+    `mean`/`std` undo the normalisation for display."""
     import matplotlib.pyplot as plt
     idxs = torch.as_tensor(idxs)
     imgs = next(iter(_batches(eval_ds, idxs, len(idxs))))[0].to(_device(encoder))
     tm = token_maps(encoder, imgs)
     H, W = imgs.shape[-2:]
-    hms = {s: scores_to_heatmap(patch_scores(tm, s), patch_grid(encoder, imgs), (H, W)).cpu() for s in sources}
+    hms = {
+        s: scores_to_heatmap(patch_scores(tm, s), patch_grid(encoder, imgs), (H, W)).cpu()
+        for s in sources
+    }
     tb = getattr(eval_ds, 'true_boxes', None)
-    fig, axs = plt.subplots(len(idxs), 1 + len(sources), figsize=(size * (1 + len(sources)), size * len(idxs)), dpi=72, squeeze=False)
+    fig, axs = plt.subplots(
+        len(idxs),
+        1 + len(sources),
+        figsize=(size * (1 + len(sources)), size * len(idxs)),
+        dpi=72,
+        squeeze=False,
+    )
     for r, i in enumerate(idxs.tolist()):
         img = imgs[r].float().cpu()
-        if mean is not None: img = img * torch.tensor(std)[:, None, None] + torch.tensor(mean)[:, None, None]
+        if mean is not None:
+            img = img * torch.tensor(std)[:, None, None] + torch.tensor(mean)[:, None, None]
         axs[r, 0].imshow(img.clamp(0, 1).permute(1, 2, 0))
         if tb is not None: _draw_box(axs[r, 0], tb[i], W, H, 'lime')
         for c, s in enumerate(sources, 1):
@@ -217,10 +304,14 @@ def dist_info() -> tuple[int, int]:
     if dist.is_available() and dist.is_initialized(): return dist.get_rank(), dist.get_world_size()
     return 0, 1
 
-def shard_indices(n: int, rank: int | None = None, world_size: int | None = None, mode: str = 'strided') -> Tensor:
-    "Item indices for `rank` out of `world_size` (default: the current process group): 'strided' rank, rank+W, ... or 'contiguous' blocks."
+def shard_indices(
+    n: int, rank: int | None = None, world_size: int | None = None, mode: str = 'strided'
+) -> Tensor:
+    """Item indices for `rank` out of `world_size` (default: the current process group): 'strided'
+    rank, rank+W, ... or 'contiguous' blocks."""
     if rank is None or world_size is None: rank, world_size = dist_info()
-    if not 0 <= rank < world_size: raise ValueError(f"rank must be in [0, world_size={world_size}), got {rank}")
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank must be in [0, world_size={world_size}), got {rank}")
     if mode == 'strided': return torch.arange(rank, n, world_size)
     if mode == 'contiguous':
         per = math.ceil(n / world_size)
@@ -229,11 +320,15 @@ def shard_indices(n: int, rank: int | None = None, world_size: int | None = None
 
 def gather_boxes(boxes: Tensor, idxs: Tensor, n_items: int, group=None) -> Tensor:
     """Full (n_items, 4) box table from this rank's boxes: (n_local, 4) for items idxs: (n_local,).
-    Under torch.distributed, all ranks must call it; shards may differ in length (padded for all_gather) and together must
-    cover every item. Outside torch.distributed it only scatters. Works on the boxes' device (CUDA for NCCL, CPU for gloo)."""
+    Under torch.distributed, all ranks must call it; shards may differ in length
+    (padded for all_gather) and together must cover every item. Outside torch.distributed it only
+    scatters. Works on the boxes' device (CUDA for NCCL, CPU for gloo)."""
     idxs = torch.as_tensor(idxs, dtype=torch.long, device=boxes.device)
     if boxes.ndim != 2 or boxes.shape[1] != 4 or len(idxs) != len(boxes):
-        raise ValueError(f"gather_boxes: need boxes (n, 4) and idxs (n,), got {tuple(boxes.shape)} and {tuple(idxs.shape)}")
+        raise ValueError(
+            f"gather_boxes: need boxes (n, 4) and idxs (n,), got {tuple(boxes.shape)} and "
+            f"{tuple(idxs.shape)}"
+        )
     boxes = boxes.float()
     if dist.is_available() and dist.is_initialized():
         ws = dist.get_world_size(group)
@@ -243,7 +338,9 @@ def gather_boxes(boxes: Tensor, idxs: Tensor, n_items: int, group=None) -> Tenso
         m = int(max(s.item() for s in sizes))
         pb = boxes.new_zeros(m, 4); pb[:len(boxes)] = boxes
         pi = idxs.new_full((m,), -1); pi[:len(idxs)] = idxs
-        gb, gi = [torch.zeros_like(pb) for _ in range(ws)], [torch.zeros_like(pi) for _ in range(ws)]
+        gb, gi = [torch.zeros_like(pb) for _ in range(ws)], [
+            torch.zeros_like(pi) for _ in range(ws)
+        ]
         dist.all_gather(gb, pb, group=group); dist.all_gather(gi, pi, group=group)
         boxes, idxs = torch.cat(gb), torch.cat(gi)
         keep = idxs >= 0
@@ -251,67 +348,122 @@ def gather_boxes(boxes: Tensor, idxs: Tensor, n_items: int, group=None) -> Tenso
     table = boxes.new_full((n_items, 4), float('nan'))
     table[idxs] = boxes
     missing = torch.isnan(table[:, 0])
-    if missing.any(): raise ValueError(f"gather_boxes: {int(missing.sum())} of {n_items} items got no box from any rank")
+    if missing.any():
+        raise ValueError(
+            f"gather_boxes: {int(missing.sum())} of {n_items} items got no box from any rank"
+        )
     return table
 
 # %% ../nbs/06_ccrop.ipynb #c038
 def unwrap_encoder(model: nn.Module) -> nn.Module:
-    """The ViT inside `model`: strips wrappers (DDP `.module`, torch.compile `._orig_mod`, `train.SSLModel`'s `.model`),
-    then takes `.encoder` if there is one (MAE, CMAE), else returns the model itself."""
+    """The ViT inside `model`: strips wrappers
+    (DDP `.module`, torch.compile `._orig_mod`, `train.SSLModel`'s `.model`), then takes `.encoder`
+    if there is one (MAE, CMAE), else returns the model itself."""
     while True:
-        inner = next((m for a in ('module', '_orig_mod', 'model') if isinstance(m := getattr(model, a, None), nn.Module)), None)
+        inner = next(
+            (
+                m
+                for a in ('module', '_orig_mod', 'model')
+                if isinstance(m := getattr(model, a, None), nn.Module)
+            ),
+            None,
+        )
         if inner is None: return getattr(model, 'encoder', model)
         model = inner
 
 def _default_eval_view(ds):
-    "`data.eval_view(ds)` for a `ViewDataset` (anything with `.images`); other datasets must pass `eval_ds`."
-    if not hasattr(ds, 'images'): raise ValueError("BoxRefreshCallback: pass eval_ds, the un-augmented full images in training-set order")
+    """`data.eval_view(ds)` for a `ViewDataset` (anything with `.images`); other datasets must pass
+    `eval_ds`."""
+    if not hasattr(ds, 'images'):
+        raise ValueError(
+            "BoxRefreshCallback: pass eval_ds, the un-augmented full images in training-set order"
+        )
     return eval_view(ds)
 
 class BoxRefreshCallback(Callback):
-    """ContrastiveCrop box refresh for a fastai Learner. With E = epoch + 1: after epoch E, if E >= `warmup`,
-    E % `interval` == 0 and E is not the last epoch, compute boxes (`heatmap(source)`, threshold `k`) in eval mode on
-    `eval_ds` (un-augmented full images in training-set order; default `data.eval_view(train_ds)`), write them into `train_ds.boxes`
-    (default `learn.dls.train.dataset`), switch `use_box` on; train/eval modes are restored. Under torch.distributed each
-    rank computes its `shard` ('strided' | 'contiguous') and the table is all-gathered. Every refresh appends
-    dict(epoch, source, k, whole_share, miou, miou_whole, n_true) to `learn.ccrop_log`: the share of boxes that are (nearly) the
-    whole image, and the mean IoU vs `true_boxes` (NaN rows skipped) of the boxes and of the whole-image box."""
+    """ContrastiveCrop box refresh for a fastai Learner. With E = epoch + 1: after epoch E, if E >=
+    `warmup`,
+    E % `interval` == 0 and E is not the last epoch, compute boxes
+    (`heatmap(source)`, threshold `k`) in eval mode on `eval_ds`
+    (un-augmented full images in training-set order; default `data.eval_view(train_ds)`), write them
+    into `train_ds.boxes` (default `learn.dls.train.dataset`), switch `use_box` on; train/eval modes
+    are restored. Under torch.distributed each rank computes its `shard` ('strided' | 'contiguous')
+    and the table is all-gathered. Every refresh appends
+    dict(epoch, source, k, whole_share, miou, miou_whole, n_true) to `learn.ccrop_log`: the share of
+    boxes that are (nearly) the whole image, and the mean IoU vs `true_boxes` (NaN rows skipped) of
+    the boxes and of the whole-image box."""
     order = 40
-    def __init__(self, warmup: int, interval: int, k: float = 0.1, source: str = 'features', eval_ds=None, train_ds=None,
-                 bs: int = 64, shard: str = 'strided', get_encoder=unwrap_encoder):
-        if warmup < 0 or interval < 1: raise ValueError(f"need warmup >= 0 and interval >= 1, got warmup={warmup}, interval={interval}")
+    def __init__(
+        self,
+        warmup: int,
+        interval: int,
+        k: float = 0.1,
+        source: str = 'features',
+        eval_ds=None,
+        train_ds=None,
+        bs: int = 64,
+        shard: str = 'strided',
+        get_encoder=unwrap_encoder,
+    ):
+        if warmup < 0 or interval < 1:
+            raise ValueError(
+                f"need warmup >= 0 and interval >= 1, got warmup={warmup}, interval={interval}"
+            )
         if not 0 <= k < 1: raise ValueError(f"k must be in [0, 1), got {k}")
-        if shard not in ('strided', 'contiguous'): raise ValueError(f"shard must be 'strided' or 'contiguous', got {shard!r}")
+        if shard not in ('strided', 'contiguous'):
+            raise ValueError(f"shard must be 'strided' or 'contiguous', got {shard!r}")
         parse_source(source)
-        self.warmup, self.interval, self.k, self.source, self.bs, self.shard = warmup, interval, k, source, bs, shard
+        self.warmup, self.interval, self.k, self.source, self.bs, self.shard = (
+            warmup,
+            interval,
+            k,
+            source,
+            bs,
+            shard,
+        )
         self.eval_ds, self.train_ds, self.get_encoder = eval_ds, train_ds, get_encoder
 
     def due(self, epoch: int, n_epoch: int) -> bool:
-        "Refresh after 0-based `epoch` of `n_epoch`? CC's rule with E = epoch + 1: E >= warmup, E % interval == 0, E != n_epoch."
+        """Refresh after 0-based `epoch` of `n_epoch`? CC's rule with E = epoch + 1: E >= warmup, E
+        % interval == 0, E != n_epoch."""
         E = epoch + 1
         return E >= self.warmup and E % self.interval == 0 and E != n_epoch
 
     def before_fit(self):
         self.learn.ccrop_log = []
         self._ds = self.train_ds if self.train_ds is not None else self.learn.dls.train.dataset
-        if not hasattr(self._ds, 'boxes'): raise ValueError("BoxRefreshCallback: the training dataset has no `.boxes` table")
+        if not hasattr(self._ds, 'boxes'):
+            raise ValueError("BoxRefreshCallback: the training dataset has no `.boxes` table")
         self._eval = self.eval_ds if self.eval_ds is not None else _default_eval_view(self._ds)
         if len(self._eval) != len(self._ds):
-            raise ValueError(f"BoxRefreshCallback: eval_ds has {len(self._eval)} items but the training set has {len(self._ds)}")
+            raise ValueError(
+                f"BoxRefreshCallback: eval_ds has {len(self._eval)} items but the training set has "
+                f"{len(self._ds)}"
+            )
 
     def after_epoch(self):
         if self.due(self.learn.epoch, self.learn.n_epoch): self.refresh()
 
     def refresh(self) -> Tensor:
-        "Recompute all boxes now (under torch.distributed every rank must call it), write them, log the IoU; returns the table."
+        """Recompute all boxes now (under torch.distributed every rank must call it), write them,
+        log the IoU; returns the table."""
         enc, n = self.get_encoder(self.learn.model), len(self._ds)
         idxs = shard_indices(n, mode=self.shard)
-        local = dataset_boxes(enc, self._eval, idxs, sources=(self.source,), ks=(self.k,), bs=self.bs)[(self.source, self.k)]
+        local = dataset_boxes(
+            enc, self._eval, idxs, sources=(self.source,), ks=(self.k,), bs=self.bs
+        )[(self.source, self.k)]
         table = gather_boxes(local.to(_device(enc)), idxs, n).cpu()
         self._ds.boxes.set_all(table)
         self._ds.boxes.use_box = True
-        rec = dict(epoch=self.learn.epoch, source=self.source, k=self.k, whole_share=whole_share(table), miou=float('nan'),
-                   miou_whole=float('nan'), n_true=0)
+        rec = dict(
+            epoch=self.learn.epoch,
+            source=self.source,
+            k=self.k,
+            whole_share=whole_share(table),
+            miou=float('nan'),
+            miou_whole=float('nan'),
+            n_true=0,
+        )
         tb = getattr(self._ds, 'true_boxes', None)
         if tb is not None:
             tb = torch.as_tensor(tb, dtype=torch.float32)

@@ -14,48 +14,100 @@ __all__ = ['ROWS', 'EXTRA_ROWS', 'BASELINES', 'PAPER_TOP1', 'WORKSHOP', 'MAIN_RO
            'spread', 'compare', 'table_markdown', 'load_results', 'paper_commands', 'cmae_experiments']
 
 # %% ../nbs/16_experiments.ipynb #b1117fc0
-ROWS = {  # name -> (what changes, cmae_pretrain options); every row also gets the shared preset/budget and a seed
-    'MoCo-v1':                 ('ResNet-18 design (tiny preset: 1 block per stage), queue, T 0.07', dict(method='mocov1')),
-    'MoCo-v2':                 ('ResNet-50 design (tiny preset: 1 block per stage), MLP head, blur, T 0.2', dict(method='mocov2')),
-    'MAE':                     ('ViT, reconstruction only', dict(method='mae')),
-    'CMAE':                    ('ViT, ContrastiveCrop + contrastive + location + reconstruction', dict(method='cmae')),
+# name -> (what changes, cmae_pretrain options); every row also gets the shared preset/budget and a
+# seed
+ROWS = {
+    'MoCo-v1': (
+        'ResNet-18 design (tiny preset: 1 block per stage), queue, T 0.07',
+        dict(method='mocov1'),
+    ),
+    'MoCo-v2': (
+        'ResNet-50 design (tiny preset: 1 block per stage), MLP head, blur, T 0.2',
+        dict(method='mocov2'),
+    ),
+    'MAE': ('ViT, reconstruction only', dict(method='mae')),
+    'CMAE': ('ViT, ContrastiveCrop + contrastive + location + reconstruction', dict(method='cmae')),
     'CMAE w/o ContrastiveCrop': ('random resized crops instead', dict(method='cmae', ccrop='off')),
-    'CMAE w/o contrastive':    ('lambda_ctr = 0', dict(method='cmae', lambda_ctr=0.)),
-    'CMAE w/o location':       ('lambda_loc = 0', dict(method='cmae', lambda_loc=0.)),
-    'CMAE, MLP decoder':       ('per-token MLP decoder', dict(method='cmae', decoder='mlp')),
-    'CMAE, conv decoder':      ('convolutional decoder', dict(method='cmae', decoder='conv')),
-    'CMAE, hybrid MLP decoder': ('attention, MLP, attention: 3 blocks (a hybrid needs a middle one)', dict(method='cmae', decoder='hybrid_mlp', dec_depth=3)),
-    'CMAE, hybrid conv decoder': ('attention, conv, attention: 3 blocks', dict(method='cmae', decoder='hybrid_conv', dec_depth=3)),
+    'CMAE w/o contrastive': ('lambda_ctr = 0', dict(method='cmae', lambda_ctr=0.0)),
+    'CMAE w/o location': ('lambda_loc = 0', dict(method='cmae', lambda_loc=0.0)),
+    'CMAE, MLP decoder': ('per-token MLP decoder', dict(method='cmae', decoder='mlp')),
+    'CMAE, conv decoder': ('convolutional decoder', dict(method='cmae', decoder='conv')),
+    'CMAE, hybrid MLP decoder': (
+        'attention, MLP, attention: 3 blocks (a hybrid needs a middle one)',
+        dict(method='cmae', decoder='hybrid_mlp', dec_depth=3),
+    ),
+    'CMAE, hybrid conv decoder': (
+        'attention, conv, attention: 3 blocks',
+        dict(method='cmae', decoder='hybrid_conv', dec_depth=3),
+    ),
 }
-EXTRA_ROWS = {  # not in the default table (time): the paper's "fewer / narrower transformer layers", and the recipe sweep
-    'CMAE, decoder 1 block':   ('transformer decoder, 1 block instead of 2', dict(method='cmae', dec_depth=1)),
-    'CMAE, decoder 64 wide':   ('transformer decoder, width 64 instead of 128', dict(method='cmae', dec_dim=64)),
-    'CMAE, momentum 0.996':    ('momentum constant 0.996 (HCMAE) instead of cosine 0.99 -> 1', dict(method='cmae', momentum=0.996, momentum_end=0.996)),
-    'CMAE, lambda_ctr 1':      ("the paper's contrastive weight, 1 (the default is 0.3)", dict(method='cmae', lambda_ctr=1.)),
-    'CMAE, lambda_ctr 0.3':    ('contrastive weight 0.3 (the default since the sweep)', dict(method='cmae', lambda_ctr=0.3)),
-    'CMAE, lambda_ctr 0.1':    ('contrastive weight 0.1', dict(method='cmae', lambda_ctr=0.1)),
-    'CMAE, tau 0.1':           ('InfoNCE temperature 0.1 instead of 0.2', dict(method='cmae', tau=0.1)),
-    'CMAE, norm-pix':          ('reconstruct per-patch normalised pixels', dict(method='cmae', norm_pix=True)),
-    'MAE, norm-pix':           ('reconstruct per-patch normalised pixels', dict(method='mae', norm_pix=True)),
-    # the location task on its own terms (lesson 08): no contrastive task, so each row costs an MAE run
-    'location, DropPos 0.25':  ('lambda_ctr = 0; 25% of the visible tokens lose their PE (75% by default)',
-                                dict(method='cmae', lambda_ctr=0., pos_mask_ratio=0.25)),
-    'location, 7 of 63 without PE': ('lambda_ctr = 0; mask ratio 0.02 and 10% of the visible tokens lose their PE: the easiest '
-                                'DropPos case, every scored token among anchors; 2 epochs (a 63-token pass is slow)',
-                                dict(method='cmae', lambda_ctr=0., mask_ratio=0.02, pos_mask_ratio=0.1, epochs=2)),
-    'location, paper':         ("lambda_ctr = 0; the paper's literal task: every scored token keeps its PE",
-                                dict(method='cmae', lambda_ctr=0., loc_mode='paper')),
-    'location, paper, L2 loss': ("lambda_ctr = 0; the literal task with Eq. 5's L2 loss on the softmax",
-                                dict(method='cmae', lambda_ctr=0., loc_mode='paper', loc_loss='l2')),
+# not in the default table (time): the paper's "fewer / narrower transformer layers", and the recipe
+# sweep
+EXTRA_ROWS = {
+    'CMAE, decoder 1 block': (
+        'transformer decoder, 1 block instead of 2',
+        dict(method='cmae', dec_depth=1),
+    ),
+    'CMAE, decoder 64 wide': (
+        'transformer decoder, width 64 instead of 128',
+        dict(method='cmae', dec_dim=64),
+    ),
+    'CMAE, momentum 0.996': (
+        'momentum constant 0.996 (HCMAE) instead of cosine 0.99 -> 1',
+        dict(method='cmae', momentum=0.996, momentum_end=0.996),
+    ),
+    'CMAE, lambda_ctr 1': (
+        "the paper's contrastive weight, 1 (the default is 0.3)",
+        dict(method='cmae', lambda_ctr=1.0),
+    ),
+    'CMAE, lambda_ctr 0.3': (
+        'contrastive weight 0.3 (the default since the sweep)',
+        dict(method='cmae', lambda_ctr=0.3),
+    ),
+    'CMAE, lambda_ctr 0.1': ('contrastive weight 0.1', dict(method='cmae', lambda_ctr=0.1)),
+    'CMAE, tau 0.1': ('InfoNCE temperature 0.1 instead of 0.2', dict(method='cmae', tau=0.1)),
+    'CMAE, norm-pix': (
+        'reconstruct per-patch normalised pixels',
+        dict(method='cmae', norm_pix=True),
+    ),
+    'MAE, norm-pix': ('reconstruct per-patch normalised pixels', dict(method='mae', norm_pix=True)),
+    # the location task on its own terms (lesson 08): no contrastive task, so each row costs an MAE
+    # run
+    'location, DropPos 0.25': (
+        'lambda_ctr = 0; 25% of the visible tokens lose their PE (75% by default)',
+        dict(method='cmae', lambda_ctr=0.0, pos_mask_ratio=0.25),
+    ),
+    'location, 7 of 63 without PE': (
+        'lambda_ctr = 0; mask ratio 0.02 and 10% of the visible tokens lose their PE: the easiest '
+        'DropPos case, every scored token among anchors; 2 epochs (a 63-token pass is slow)',
+        dict(method='cmae', lambda_ctr=0.0, mask_ratio=0.02, pos_mask_ratio=0.1, epochs=2),
+    ),
+    'location, paper': (
+        "lambda_ctr = 0; the paper's literal task: every scored token keeps its PE",
+        dict(method='cmae', lambda_ctr=0.0, loc_mode='paper'),
+    ),
+    'location, paper, L2 loss': (
+        "lambda_ctr = 0; the literal task with Eq. 5's L2 loss on the softmax",
+        dict(method='cmae', lambda_ctr=0.0, loc_mode='paper', loc_loss='l2'),
+    ),
 }
 BASELINES = {  # no pretraining: the floors every method has to clear
-    'raw pixels':              ('a linear probe / kNN on the pixels themselves', None),
-    'ViT, untrained':          ('the MAE/CMAE encoder at initialisation (cmae_pretrain --epochs 0)', dict(method='mae', epochs=0)),
-    'ResNet, untrained':       ('the MoCo-v1 encoder at initialisation (cmae_pretrain --epochs 0)', dict(method='mocov1', epochs=0)),
+    'raw pixels': ('a linear probe / kNN on the pixels themselves', None),
+    'ViT, untrained': (
+        'the MAE/CMAE encoder at initialisation (cmae_pretrain --epochs 0)',
+        dict(method='mae', epochs=0),
+    ),
+    'ResNet, untrained': (
+        'the MoCo-v1 encoder at initialisation (cmae_pretrain --epochs 0)',
+        dict(method='mocov1', epochs=0),
+    ),
 }
-PAPER_TOP1 = {'MoCo-v1': 47.09, 'MoCo-v2': 45.82, 'MAE': 62.95, 'CMAE': 65.84}   # Table 1, Tiny-ImageNet, percent
-WORKSHOP = dict(preset='tiny', floor=False)  # ViT 4 blocks / ResNets 1 block per stage, 32 px, all images; rows bring the floors
-MAIN_ROWS = ('ViT, untrained', 'MAE', 'CMAE')   # the comparison the course must get right, at the main job's budget
+# Table 1, Tiny-ImageNet, percent
+PAPER_TOP1 = {'MoCo-v1': 47.09, 'MoCo-v2': 45.82, 'MAE': 62.95, 'CMAE': 65.84}
+# ViT 4 blocks / ResNets 1 block per stage, 32 px, all images; rows bring the floors
+WORKSHOP = dict(preset='tiny', floor=False)
+# the comparison the course must get right, at the main job's budget
+MAIN_ROWS = ('ViT, untrained', 'MAE', 'CMAE')
 
 def slug(name:str) -> str:
     "A folder name for a row: 'CMAE w/o location' -> 'cmae-wo-location'."
@@ -65,31 +117,49 @@ def slug(name:str) -> str:
 # %% ../nbs/16_experiments.ipynb #ec841154
 def _flag(k:str, v) -> list[str]:
     k = '--' + k.replace('_', '-')
-    if k == '--ccrop': return ['--ccrop' if v == 'on' else '--no-ccrop'] if v in ('on', 'off') else ['--ccrop', str(v)]
+    if k == '--ccrop':
+        return (
+            ['--ccrop' if v == 'on' else '--no-ccrop']
+            if v in ('on', 'off')
+            else ['--ccrop', str(v)]
+        )
     if isinstance(v, bool): return [k if v else '--no-' + k[2:]]
     return [k, str(v)]
 
 def _row_opts(name:str) -> dict:
     rows = {**ROWS, **EXTRA_ROWS, **{k: v for k, v in BASELINES.items() if v[1] is not None}}
-    if name not in rows: raise ValueError(f"row {name!r}: unknown; choose from {list(rows) + ['raw pixels']}")
+    if name not in rows:
+        raise ValueError(f"row {name!r}: unknown; choose from {list(rows) + ['raw pixels']}")
     return rows[name][1]
 
 def parse_rows(s:str) -> list[str]:
-    """Row names from a comma-separated string; names may hold commas themselves ('CMAE, tau 0.1'), so at each position the
-    longest run of pieces that names a row wins. An unknown name raises a ValueError that names it."""
+    """Row names from a comma-separated string; names may hold commas themselves ('CMAE, tau 0.1'),
+    so at each position the longest run of pieces that names a row wins. An unknown name raises a
+    ValueError that names it."""
     known = {*ROWS, *EXTRA_ROWS, *BASELINES}
     parts, out, i = s.split(','), [], 0
     while i < len(parts):
-        j = next((j for j in range(len(parts), i, -1) if ','.join(parts[i:j]).strip() in known), None)
+        j = next(
+            (j for j in range(len(parts), i, -1) if ','.join(parts[i:j]).strip() in known), None
+        )
         if j is None: _row_opts(parts[i].strip())                 # raises, naming the unknown row
         out.append(','.join(parts[i:j]).strip()); i = j
     return out
 
 def run_command(name:str, seed:int, out:str|Path, extra:str='', **shared) -> list[str]:
-    """The `cmae_pretrain` argv for row `name` with `seed`, writing to `out/<slug>/seed<seed>`; `shared` options apply to every
-    row, and so do the raw `extra` options (`'--lambda-ctr 1'`), which come first so that a row's own options override them."""
-    opts = {**WORKSHOP, **shared, **_row_opts(name), 'seed': seed, 'out': Path(out)/slug(name)/f'seed{seed}'}
-    return ['cmae_pretrain', *shlex.split(extra or '')] + [a for k, v in opts.items() if v is not None for a in _flag(k, v)]
+    """The `cmae_pretrain` argv for row `name` with `seed`, writing to `out/<slug>/seed<seed>`;
+    `shared` options apply to every row, and so do the raw `extra` options (`'--lambda-ctr 1'`),
+    which come first so that a row's own options override them."""
+    opts = {
+        **WORKSHOP,
+        **shared,
+        **_row_opts(name),
+        'seed': seed,
+        'out': Path(out) / slug(name) / f'seed{seed}',
+    }
+    return ['cmae_pretrain', *shlex.split(extra or '')] + [
+        a for k, v in opts.items() if v is not None for a in _flag(k, v)
+    ]
 
 # %% ../nbs/16_experiments.ipynb #89865f07
 def _run(cmd:list[str], folder:Path, threads:int|None=None) -> dict:
@@ -97,40 +167,65 @@ def _run(cmd:list[str], folder:Path, threads:int|None=None) -> dict:
     env = {**os.environ, 'PYTHONWARNINGS': 'ignore'}
     if threads: env['OMP_NUM_THREADS'] = str(threads)
     with open(folder/'log.txt', 'w') as log:
-        r = subprocess.run([sys.executable, '-m', 'cmae_course.cli', *cmd[1:]], stdout=log, stderr=subprocess.STDOUT, env=env)
+        r = subprocess.run(
+            [sys.executable, '-m', 'cmae_course.cli', *cmd[1:]],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
     if r.returncode != 0 or not (folder/'summary.json').exists():
         tail = (folder/'log.txt').read_text(errors='replace').strip().splitlines()[-3:]
         raise RuntimeError(f"{shlex.join(cmd)} failed (exit {r.returncode}): {' | '.join(tail)}")
     return json.loads((folder/'summary.json').read_text())
 
 def _few_label(folder:Path, seed:int, data=None) -> dict:
-    "Few-label fine-tuning of the run's `encoder.pt` (`evaluate.few_label_finetune`), kept in `fewlabel.json` beside the run."
+    """Few-label fine-tuning of the run's `encoder.pt` (`evaluate.few_label_finetune`), kept in
+    `fewlabel.json` beside the run."""
     f = folder/'fewlabel.json'
     if not f.exists():
         from cmae_course.evaluate import run_eval
         r = run_eval(folder/'encoder.pt', data, 'fewlabel', seed=seed)
-        tmp = f.with_name('.fewlabel.json.tmp'); tmp.write_text(json.dumps(r, indent=1)); os.replace(tmp, f)
+        tmp = f.with_name('.fewlabel.json.tmp')
+        tmp.write_text(json.dumps(r, indent=1))
+        os.replace(tmp, f)
     return json.loads(f.read_text())
 
 def raw_pixel_result(seed:int, data=None, img_size:int=32) -> dict:
-    "The converged linear probe and kNN on the pixels themselves (flattened eval views at `img_size`): the floor of all floors."
+    """The converged linear probe and kNN on the pixels themselves
+    (flattened eval views at `img_size`): the floor of all floors."""
     import torch
     from cmae_course.evaluate import load_eval_data, logistic_probe, knn_eval
     train_ds, val_ds, _ = load_eval_data(data, img_size)
     (xtr, ytr), (xva, yva) = (ds.get_batch(range(len(ds))) for ds in (train_ds, val_ds))
     xtr, xva = xtr.flatten(1), xva.flatten(1)
     lin, knn = logistic_probe(xtr, ytr, xva, yva, seed=seed), knn_eval(xtr, ytr, xva, yva)
-    return dict(linprobe_top1=round(lin['top1'] / 100, 4), probe_train_acc=round(lin['train_acc'] / 100, 4),
-                knn_top1=round(knn['top1'] / 100, 4), train_seconds=0.)
+    return dict(
+        linprobe_top1=round(lin['top1'] / 100, 4),
+        probe_train_acc=round(lin['train_acc'] / 100, 4),
+        knn_top1=round(knn['top1'] / 100, 4),
+        train_seconds=0.0,
+    )
 
 # %% ../nbs/16_experiments.ipynb #54848aaf
-def run_experiments(rows=None, seeds=(0, 1), out='runs/experiments', baselines=True, fewlabel=True, threads=None, log=print,
-                    command=None, extra:str='', **shared) -> list[dict]:
-    """Run the `BASELINES` (if `baselines`) and `rows` (default: all of `ROWS`) x `seeds` with the `shared` cmae_pretrain options,
-    each run evaluated the same way: kNN and the converged probe (`cmae_pretrain`'s own evaluation) and, if `fewlabel`,
-    few-label fine-tuning of its `encoder.pt`. Finished runs are reused. Results also in `out/results.json`, with `command`."""
+def run_experiments(
+    rows=None,
+    seeds=(0, 1),
+    out='runs/experiments',
+    baselines=True,
+    fewlabel=True,
+    threads=None,
+    log=print,
+    command=None,
+    extra: str = '',
+    **shared,
+) -> list[dict]:
+    """Run the `BASELINES` (if `baselines`) and `rows` (default: all of `ROWS`) x `seeds` with the
+    `shared` cmae_pretrain options, each run evaluated the same way: kNN and the converged probe
+    (`cmae_pretrain`'s own evaluation) and, if `fewlabel`, few-label fine-tuning of its
+    `encoder.pt`. Finished runs are reused. Results also in `out/results.json`, with `command`."""
     out, rows = Path(out), list(ROWS) if rows is None else list(rows)
-    for r in rows: _row_opts(r) if r != 'raw pixels' else None          # unknown names fail before anything runs
+    # unknown names fail before anything runs
+    for r in rows: _row_opts(r) if r != 'raw pixels' else None
     names = [b for b in BASELINES if b not in rows] * bool(baselines) + rows
     res, t_all = [], time.perf_counter()
     for name in names:
@@ -141,18 +236,47 @@ def run_experiments(rows=None, seeds=(0, 1), out='runs/experiments', baselines=T
                 cmd = f"raw_pixel_result({seed})"
                 if not done:
                     folder.mkdir(parents=True, exist_ok=True)
-                    (folder/'summary.json').write_text(json.dumps(raw_pixel_result(seed, shared.get('data')), indent=1))
+                    (folder / 'summary.json').write_text(
+                        json.dumps(raw_pixel_result(seed, shared.get('data')), indent=1)
+                    )
                 s, ft = json.loads((folder/'summary.json').read_text()), {}
             else:
                 cmd = shlex.join(run_command(name, seed, out, extra, **shared))
-                s = json.loads((folder/'summary.json').read_text()) if done else _run(shlex.split(cmd), folder, threads)
+                s = (
+                    json.loads((folder / 'summary.json').read_text())
+                    if done
+                    else _run(shlex.split(cmd), folder, threads)
+                )
                 ft = _few_label(folder, seed, shared.get('data')) if fewlabel else {}
-            res.append(dict(row=name, seed=seed, command=cmd, **s, fewlabel_top1=(round(ft['top1'] / 100, 4) if ft else None)))
-            log(f"{name:28s} seed {seed}: linear {s.get('linprobe_top1')}  knn {s.get('knn_top1')}  few-label "
-                f"{res[-1]['fewlabel_top1']}  {'(done before)' if done else f'{time.perf_counter() - t0:.0f} s'}")
+            res.append(
+                dict(
+                    row=name,
+                    seed=seed,
+                    command=cmd,
+                    **s,
+                    fewlabel_top1=(round(ft['top1'] / 100, 4) if ft else None),
+                )
+            )
+            log(
+                f"{name:28s} seed {seed}: linear {s.get('linprobe_top1')}  knn {s.get('knn_top1')} "
+                f" few-label "
+                f"{res[-1]['fewlabel_top1']}  "
+                f"{'(done before)' if done else f'{time.perf_counter() - t0:.0f} s'}"
+            )
     out.mkdir(parents=True, exist_ok=True)
-    (out/'results.json').write_text(json.dumps(dict(command=command, shared=shared, extra=extra, seeds=list(seeds),
-                                                    seconds=round(time.perf_counter() - t_all, 1), runs=res), indent=1))
+    (out / 'results.json').write_text(
+        json.dumps(
+            dict(
+                command=command,
+                shared=shared,
+                extra=extra,
+                seeds=list(seeds),
+                seconds=round(time.perf_counter() - t_all, 1),
+                runs=res,
+            ),
+            indent=1,
+        )
+    )
     return res
 
 # %% ../nbs/16_experiments.ipynb #c5d833a7
@@ -163,13 +287,18 @@ def _cell(vals:list) -> str:
     return f"{m:.1f} ({', '.join(f'{v:.1f}' for v in vals)})" if len(vals) > 1 else f"{m:.1f}"
 
 METRICS = {'linear': 'linprobe_top1', 'knn': 'knn_top1', 'fewlabel': 'fewlabel_top1'}
-TASKS = ('ctr_acc', 'loc_acc', 'box_iou', 'box_iou_whole')   # each CMAE part's own metric, from summary.json
+# each CMAE part's own metric, from summary.json
+TASKS = ('ctr_acc', 'loc_acc', 'box_iou', 'box_iou_whole')
 
 def summarize(runs:list[dict]) -> list[dict]:
-    "One record per row (first-seen order): seeds, each metric and task metric per seed (fractions, None where absent), train seconds."
+    """One record per row (first-seen order): seeds, each metric and task metric per seed
+    (fractions, None where absent), train seconds."""
     rows = {}
     for r in runs:
-        d = rows.setdefault(r['row'], dict(row=r['row'], seeds=[], train_s=[], **{m: [] for m in (*METRICS, *TASKS)}))
+        d = rows.setdefault(
+            r['row'],
+            dict(row=r['row'], seeds=[], train_s=[], **{m: [] for m in (*METRICS, *TASKS)}),
+        )
         d['seeds'].append(r['seed']); d['train_s'].append(r.get('train_seconds', 0.))
         for m, key in METRICS.items(): d[m].append(r.get(key))
         for m in TASKS: d[m].append(r.get(m))
@@ -181,29 +310,57 @@ def spread(vals:list) -> float:
     return max(v) - min(v) if v else float('nan')
 
 def compare(runs:list[dict], a:str, b:str, metric:str='linear') -> dict:
-    "Row `a` minus row `b` on `metric` (mean over seeds, points), and whether the difference exceeds both rows' seed spreads."
+    """Row `a` minus row `b` on `metric` (mean over seeds, points), and whether the difference
+    exceeds both rows' seed spreads."""
     S = {d['row']: d for d in summarize(runs)}
     mean = lambda r: statistics.fmean(100 * x for x in S[r][metric] if x is not None)
     d = mean(a) - mean(b)
-    return dict(a=a, b=b, metric=metric, diff=d, spread_a=spread(S[a][metric]), spread_b=spread(S[b][metric]),
-                beyond_spread=abs(d) > max(spread(S[a][metric]), spread(S[b][metric])))
+    return dict(
+        a=a,
+        b=b,
+        metric=metric,
+        diff=d,
+        spread_a=spread(S[a][metric]),
+        spread_b=spread(S[b][metric]),
+        beyond_spread=abs(d) > max(spread(S[a][metric]), spread(S[b][metric])),
+    )
 
 def _task(d:dict) -> str:
-    "The tasks' own end-of-run metrics, in % (mean over seeds): positive retrieval top-1, location accuracy, box IoU (whole image's)."
-    m = lambda k: statistics.fmean(100 * v for v in d[k] if v is not None) if any(v is not None for v in d[k]) else None
-    parts = [f"{label} {m(k):.1f}" for k, label in (('ctr_acc', 'retrieval'), ('loc_acc', 'location')) if m(k) is not None]
-    if m('box_iou') is not None: parts.append(f"box IoU {m('box_iou'):.1f} (whole image {m('box_iou_whole'):.1f})")
+    """The tasks' own end-of-run metrics, in % (mean over seeds): positive retrieval top-1, location
+    accuracy, box IoU (whole image's)."""
+    m = lambda k: (
+        statistics.fmean(100 * v for v in d[k] if v is not None)
+        if any(v is not None for v in d[k])
+        else None
+    )
+    parts = [
+        f"{label} {m(k):.1f}"
+        for k, label in (('ctr_acc', 'retrieval'), ('loc_acc', 'location'))
+        if m(k) is not None
+    ]
+    if m('box_iou') is not None:
+        parts.append(f"box IoU {m('box_iou'):.1f} (whole image {m('box_iou_whole'):.1f})")
     return '; '.join(parts)
 
 def table_markdown(runs:list[dict], paper:bool=True, tasks:bool=True) -> str:
-    """Markdown table: row, what changes, probe / kNN / few-label top-1 in % as mean (seed values), the tasks' own metrics
-    (`tasks`), train seconds, the paper's number (`paper`)."""
+    """Markdown table: row, what changes, probe / kNN / few-label top-1 in % as mean (seed values),
+    the tasks' own metrics (`tasks`), train seconds, the paper's number (`paper`)."""
     what = {k: v[0] for k, v in {**BASELINES, **ROWS, **EXTRA_ROWS}.items()}
-    head = ('| row | what changes | linear probe top-1 % | kNN top-1 % | few-label fine-tune top-1 % |'
-            + (' tasks at the end, % |' if tasks else '') + ' train s |' + (' paper top-1 % |' if paper else ''))
+    head = (
+        '| row | what changes | linear probe top-1 % | kNN top-1 % | few-label fine-tune top-1 % |'
+        + (' tasks at the end, % |' if tasks else '')
+        + ' train s |'
+        + (' paper top-1 % |' if paper else '')
+    )
     lines = [head, '|' + '---|' * (head.count('|') - 1)]
     for d in summarize(runs):
-        cells = [d['row'], what.get(d['row'], ''), _cell(d['linear']), _cell(d['knn']), _cell(d['fewlabel'])]
+        cells = [
+            d['row'],
+            what.get(d['row'], ''),
+            _cell(d['linear']),
+            _cell(d['knn']),
+            _cell(d['fewlabel']),
+        ]
         if tasks: cells.append(_task(d))
         cells.append(f"{statistics.fmean(d['train_s']):.0f}")
         if paper: cells.append(f"{PAPER_TOP1[d['row']]:.2f}" if d['row'] in PAPER_TOP1 else '')
@@ -215,57 +372,96 @@ def load_results(path) -> dict:
     return json.loads(Path(path).read_text())
 
 # %% ../nbs/16_experiments.ipynb #6b3dae2a
-PAPER_RECIPES = {  # Table 1 / §4.2: method -> the paper's epochs and batch; the rest comes from `--preset paper`
-    'MoCo-v1': dict(method='mocov1', epochs=500, bs=512), 'MoCo-v2': dict(method='mocov2', epochs=200, bs=128),
-    'MAE': dict(method='mae'), 'CMAE': dict(method='cmae')}
+# Table 1 / §4.2: method -> the paper's epochs and batch; the rest comes from `--preset paper`
+PAPER_RECIPES = {
+    'MoCo-v1': dict(method='mocov1', epochs=500, bs=512),
+    'MoCo-v2': dict(method='mocov2', epochs=200, bs=128),
+    'MAE': dict(method='mae'),
+    'CMAE': dict(method='cmae'),
+}
 
 def paper_commands(data:str='data/tiny-imagenet-200', out:str='runs/paper') -> list[str]:
-    "Shell commands for Table 1 at the paper's scale on one GPU: pretrain, then the converged linear probe of the frozen encoder."
+    """Shell commands for Table 1 at the paper's scale on one GPU: pretrain, then the converged
+    linear probe of the frozen encoder."""
     cmds = []
     for name, o in PAPER_RECIPES.items():
         run = f"{out}/{slug(name)}"
         opts = ' '.join(a for k, v in o.items() for a in _flag(k, v))
-        cmds.append(f"cmae_pretrain --preset paper {opts} --data {data} --device cuda --precision bf16 --workers 8 --out {run}")
-        cmds.append(f"cmae_eval --checkpoint {run} --data {data} --protocol linear > {run}/linear.json")
+        cmds.append(
+            f"cmae_pretrain --preset paper {opts} --data {data} --device cuda --precision bf16 "
+            f"--workers 8 --out {run}"
+        )
+        cmds.append(
+            f"cmae_eval --checkpoint {run} --data {data} --protocol linear > {run}/linear.json"
+        )
     return cmds
 
 # %% ../nbs/16_experiments.ipynb #ffed5d4f
-_typed = sys.argv[1:]                                          # the command as typed, for results.json
-if Path(sys.argv[0]).name == 'cmae_experiments':              # accept --n-train for fastcore's --n_train
+# the command as typed, for results.json
+_typed = sys.argv[1:]
+# accept --n-train for fastcore's --n_train
+if Path(sys.argv[0]).name == 'cmae_experiments':
     from cmae_course.evaluate import dashed_argv
     sys.argv[1:] = dashed_argv(sys.argv[1:])
 
-TABLE_BUDGET = dict(epochs=5)   # the default table: every row at half the main job's epochs, one seed (fits 90 min on 2 cores)
+# the default table: every row at half the main job's epochs, one seed (fits 90 min on 2 cores)
+TABLE_BUDGET = dict(epochs=5)
 
 @call_parse
 def cmae_experiments(
-    out:str=None,               # folder for every run and results.json (default runs/experiments, with --main runs/main)
+    # folder for every run and results.json (default runs/experiments, with --main runs/main)
+    out:str=None,
     seeds:str=None,             # comma-separated seeds (default 0; with --main 0,1,2)
-    rows:str=None,              # comma-separated row names (default: every row of ROWS); see cmae_course.experiments
+    # comma-separated row names (default: every row of ROWS); see cmae_course.experiments
+    rows:str=None,
     data:str=None,              # dataset folder (default: the embedded dataset)
-    epochs:int=None,            # epochs of every row (default: the table's 5; with --main the preset's own 10)
+    # epochs of every row (default: the table's 5; with --main the preset's own 10)
+    epochs:int=None,
     n_train:int=None,           # override the preset's training images for every row
-    main:bool=False,            # the main comparison instead: untrained ViT, MAE, CMAE at the main job's budget, 3 seeds
+    # the main comparison instead: untrained ViT, MAE, CMAE at the main job's budget, 3 seeds
+    main:bool=False,
     fewlabel:bool=True,         # skip few-label fine-tuning (the slowest evaluation)
-    baselines:bool=True,        # skip the floor rows (raw pixels, untrained encoders) unless --rows names them
-    pretrain_args:str=None,     # extra cmae_pretrain options for every row, e.g. "--lambda-ctr 1" (a row's own options win)
+    # skip the floor rows (raw pixels, untrained encoders) unless --rows names them
+    baselines:bool=True,
+    # extra cmae_pretrain options for every row, e.g. "--lambda-ctr 1" (a row's own options win)
+    pretrain_args:str=None,
     paper:bool=False,           # print the paper-scale GPU commands and exit
 ):
-    "Reproduce Table 1 (MoCo-v1, MoCo-v2, MAE, CMAE) and CMAE's ablations at workshop scale; prints a markdown table."
+    """Reproduce Table 1 (MoCo-v1, MoCo-v2, MAE, CMAE) and CMAE's ablations at workshop scale;
+    prints a markdown table."""
     if paper:
         for c in paper_commands(data or 'data/tiny-imagenet-200'): print(c)
         return
     try:
         seed_list = tuple(int(s) for s in (seeds or ('0,1,2' if main else '0')).split(','))
-        row_list = list(MAIN_ROWS) if main and rows is None else (None if rows is None else parse_rows(rows))
-        if data is not None and not Path(data).is_dir(): raise ValueError(f"--data {data}: no such folder")
+        row_list = (
+            list(MAIN_ROWS)
+            if main and rows is None
+            else (None if rows is None else parse_rows(rows))
+        )
+        if data is not None and not Path(data).is_dir():
+            raise ValueError(f"--data {data}: no such folder")
         budget = {} if main else dict(TABLE_BUDGET)
         if epochs is not None: budget['epochs'] = epochs
         out = out or ('runs/main' if main else 'runs/experiments')
         t0 = time.perf_counter()
-        res = run_experiments(row_list, seed_list, out, baselines=baselines and not main, fewlabel=fewlabel, data=data, n_train=n_train,
-                              figures=False, command=shlex.join(['cmae_experiments', *_typed]), extra=pretrain_args or '',
-                              **budget)
-    except (ValueError, RuntimeError) as e: sys.exit(f"cmae_experiments: error: {e}")
+        res = run_experiments(
+            row_list,
+            seed_list,
+            out,
+            baselines=baselines and not main,
+            fewlabel=fewlabel,
+            data=data,
+            n_train=n_train,
+            figures=False,
+            command=shlex.join(['cmae_experiments', *_typed]),
+            extra=pretrain_args or '',
+            **budget,
+        )
+    except (ValueError, RuntimeError) as e:
+        sys.exit(f"cmae_experiments: error: {e}")
     print(table_markdown(res))
-    print(f"\n{len(res)} runs, {time.perf_counter() - t0:.0f} s; results in {Path(out)/'results.json'}")
+    print(
+        f"\n{len(res)} runs, {time.perf_counter() - t0:.0f} s; results in "
+        f"{Path(out)/'results.json'}"
+    )
