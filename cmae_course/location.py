@@ -11,11 +11,13 @@ from .patching import random_masking, take_tokens
 
 # %% ../nbs/08_location.ipynb #61cbb162
 class LocationHead(nn.Module):
-    "Eq. 4, `p = MLP(MLP(q1))`: `Linear(dim, hidden) -> GELU -> Linear(hidden, num_patches)`. `(N, l, dim) -> (N, l, num_patches)` logits."
+    """Eq. 4, `p = MLP(MLP(q1))`: `Linear(dim, hidden) -> GELU -> Linear(hidden, num_patches)`.
+    `(N, l, dim) -> (N, l, num_patches)` logits."""
     def __init__(self, dim, num_patches, hidden_dim=None):
         super().__init__()
         hidden_dim = hidden_dim or dim
-        self.fc1, self.act, self.fc2 = nn.Linear(dim, hidden_dim), nn.GELU(), nn.Linear(hidden_dim, num_patches)
+        self.fc1, self.act, self.fc2 = (
+            nn.Linear(dim, hidden_dim), nn.GELU(), nn.Linear(hidden_dim, num_patches))
         for m in (self.fc1, self.fc2): nn.init.xavier_uniform_(m.weight); nn.init.zeros_(m.bias)
     def forward(self, x): return self.fc2(self.act(self.fc1(x)))
 
@@ -23,12 +25,17 @@ class LocationHead(nn.Module):
 LOC_LOSSES = ('ce', 'l2', 'l2_logits')
 
 def location_loss(logits, target, weight=None, kind='ce'):
-    """`logits: (N, l, L)`, `target: (N, l)` long positions in [0, L), `weight: (N, l)` 1 = scored (None: all).
-    kind 'ce': cross-entropy; 'l2': Eq. 5 `||softmax(p) - t||_2` with one-hot t; 'l2_logits': Eq. 5 on raw p.
+    """`logits: (N, l, L)`, `target: (N, l)` long positions in [0, L),
+    `weight: (N, l)` 1 = scored (None: all).
+    kind 'ce': cross-entropy; 'l2': Eq. 5 `||softmax(p) - t||_2` with one-hot t;
+    'l2_logits': Eq. 5 on raw p.
     Returns the weighted mean over scored tokens."""
     if kind not in LOC_LOSSES: raise ValueError(f"kind must be one of {LOC_LOSSES}, got {kind!r}")
-    if logits.shape[:2] != target.shape: raise ValueError(f"logits {tuple(logits.shape)} and target {tuple(target.shape)} disagree")
-    if kind == 'ce': per = F.cross_entropy(logits.flatten(0, 1).float(), target.flatten(), reduction='none').view_as(target)
+    if logits.shape[:2] != target.shape:
+        raise ValueError(f"logits {tuple(logits.shape)} and target {tuple(target.shape)} disagree")
+    if kind == 'ce':
+        per = F.cross_entropy(logits.flatten(0, 1).float(), target.flatten(),
+                              reduction='none').view_as(target)
     else:
         p = logits.float().softmax(-1) if kind == 'l2' else logits.float()
         per = (p - F.one_hot(target, logits.shape[-1]).to(p.dtype)).norm(dim=-1)
@@ -46,18 +53,25 @@ def location_accuracy(logits, target, weight=None):
 
 # %% ../nbs/08_location.ipynb #c287dc66
 def drop_pos_mask(n, l, pos_mask_ratio=0.75, noise=None, device=None):
-    "Boolean `(n, l)`, True = this visible token's PE is dropped; `l - int(l*(1-pos_mask_ratio))` per row, as DropPos."
-    if not 0. <= pos_mask_ratio <= 1.: raise ValueError(f"pos_mask_ratio must be in [0, 1], got {pos_mask_ratio}")
+    """Boolean `(n, l)`, True = this visible token's PE is dropped;
+    `l - int(l*(1-pos_mask_ratio))` per row, as DropPos."""
+    if not 0. <= pos_mask_ratio <= 1.:
+        raise ValueError(f"pos_mask_ratio must be in [0, 1], got {pos_mask_ratio}")
     if noise is None: noise = torch.rand(n, l, device=device)
     keep = int(l * (1 - pos_mask_ratio))
     rank = torch.argsort(torch.argsort(noise, dim=1), dim=1)  # rank of each token's noise
     return rank >= keep
 
-def embed_visible(encoder, imgs, mask_ratio=0.75, noise=None, mask_pos_token=None, pos_mask_ratio=0., noise_pos=None):
-    """MAE's embed + random masking, with the PE of a random part of the visible tokens optionally replaced (DropPos).
-    `imgs: (N, C, H, W)` -> dict `x_vis (N, l, D)` encoder input, `x_pe (N, L, D)` all patch tokens + PE (image order),
-    `mask (N, L)` 1 = removed, `ids_restore (N, L)`, `ids_keep (N, l)` image position of each visible token,
-    `pos_drop (N, l)` bool, True = PE replaced by `mask_pos_token (1, 1, D)` (all False when `pos_mask_ratio=0`).
+def embed_visible(encoder, imgs, mask_ratio=0.75, noise=None, mask_pos_token=None,
+                  pos_mask_ratio=0., noise_pos=None):
+    """MAE's embed + random masking, with the PE of a random part of the visible tokens
+    optionally replaced (DropPos).
+    `imgs: (N, C, H, W)` -> dict `x_vis (N, l, D)` encoder input,
+    `x_pe (N, L, D)` all patch tokens + PE (image order),
+    `mask (N, L)` 1 = removed, `ids_restore (N, L)`,
+    `ids_keep (N, l)` image position of each visible token,
+    `pos_drop (N, l)` bool, True = PE replaced by `mask_pos_token (1, 1, D)`
+    (all False when `pos_mask_ratio=0`).
     With `pos_mask_ratio=0` `x_vis` is exactly MAE's (PE added before masking)."""
     tok = encoder.embed(imgs, pos=False)
     pe = encoder.pos_embed[:, 1:]
@@ -70,5 +84,7 @@ def embed_visible(encoder, imgs, mask_ratio=0.75, noise=None, mask_pos_token=Non
         if mask_pos_token is None: raise ValueError("pos_mask_ratio > 0 needs a mask_pos_token")
         pos_drop = drop_pos_mask(N, l, pos_mask_ratio, noise_pos, x_vis.device)
         pe_vis = take_tokens(pe.expand(N, -1, -1), ids_keep)
-        x_vis = take_tokens(tok, ids_keep) + torch.where(pos_drop[..., None], mask_pos_token.to(pe_vis.dtype), pe_vis)
-    return dict(x_vis=x_vis, x_pe=x_pe, mask=mask, ids_restore=ids_restore, ids_keep=ids_keep, pos_drop=pos_drop)
+        x_vis = take_tokens(tok, ids_keep) + torch.where(
+            pos_drop[..., None], mask_pos_token.to(pe_vis.dtype), pe_vis)
+    return dict(x_vis=x_vis, x_pe=x_pe, mask=mask, ids_restore=ids_restore, ids_keep=ids_keep,
+                pos_drop=pos_drop)
