@@ -125,7 +125,7 @@ def calibrate_precision(net:nn.Module, xb:tuple, device='cpu', cache:Path|None|b
     shapes = ' '.join('x'.join(map(str, x.shape)) for x in xb if torch.is_tensor(x))
     key = ' | '.join([_cpu_name(), f'torch {torch.__version__}',
                       f'{torch.get_num_threads()} threads', torch.device(device).type,
-                      type(unwrap(net).model if hasattr(unwrap(net), 'model') else net).__name__,
+                      type(getattr(unwrap(net), 'model', net)).__name__,
                       f'{sum(p.numel() for p in net.parameters())} params', shapes])
     f = None if cache is False else Path(cache or precision_cache_file())
     try: table = json.loads(f.read_text()) if f is not None and f.exists() else {}
