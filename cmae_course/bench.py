@@ -183,20 +183,22 @@ def loader_throughput(data=None, method='cmae', img_size=32, bs=64, workers=0, b
     blur, the second view). `data`: a dataset folder (None: the embedded one). Compare with
     `bench`'s img/s: when the loader is not several times faster than the step, data loading bounds
     training and `--workers` is the knob."""
+    from pathlib import Path
     from cmae_course.data import pretrain_dataloaders
+    if data is not None and not Path(data).is_dir(): raise ValueError(f"--data {data}: no such folder")
     torch.manual_seed(seed)
     dls = pretrain_dataloaders(data, kind='mae' if method == 'mae' else 'cmae', img_size=img_size,
                                bs=bs, num_workers=workers, seed=seed, device=torch.device('cpu'),
                                valid_pct=0)
-    dl, n, t0 = dls.train, 0, None
-    it = iter(dl)
+    if len(dls.train) < 2: raise ValueError(f"--bs {bs}: the loader needs at least 2 batches to time")
+    it, n, k = iter(dls.train), 0, 0
     next(it)    # the first batch pays for starting workers: not timed
     t0 = time.perf_counter()
-    for i, b in enumerate(it):
-        n += b[0].shape[0]
-        if i + 1 >= batches: break
+    for b in it:
+        n, k = n + b[0].shape[0], k + 1
+        if k >= batches: break
     dt = time.perf_counter() - t0
-    return dict(method=method, img_size=img_size, bs=bs, workers=workers, batches=i + 1,
+    return dict(method=method, img_size=img_size, bs=bs, workers=workers, batches=k,
                 img_per_s=round(n / dt, 1), data=str(data or 'embedded'))
 
 # %% ../nbs/15_bench.ipynb #2e072bf4
