@@ -489,6 +489,14 @@ def cli_argv(argv:list[str]) -> list[str]:
 
 if Path(sys.argv[0]).name in ('cmae_pretrain', 'cli.py'): sys.argv[1:] = cli_argv(sys.argv[1:])
 
+def _exit(msg):
+    """Exit with status 1 after writing `msg` and its newline to stderr in one write, so that the
+    lines of several ranks sharing one pipe never run together (`sys.exit(msg)` writes the newline
+    separately)."""
+    sys.stdout.flush(); sys.stderr.flush()
+    os.write(2, (msg + '\n').encode())
+    sys.exit(1)
+
 @call_parse
 def cmae_pretrain(
     data:str=None,            # dataset folder (Tiny-ImageNet layout or ImageFolder); default: the embedded dataset
@@ -548,16 +556,16 @@ def cmae_pretrain(
     opts = {k: v for k, v in locals().items()}
     try: c = resolve_config(**opts)
     except (ValueError, FileNotFoundError, PermissionError) as e:
-        if is_cli(cmae_pretrain): sys.exit(f"cmae_pretrain: error: {e}")
+        if is_cli(cmae_pretrain): _exit(f"cmae_pretrain: error: {e}")
         raise
     try: summary = pretrain(c)
     except DataError as e:    # the data cannot be used: one line, before any training
-        if is_cli(cmae_pretrain): sys.exit(f"cmae_pretrain: error: {e}")
+        if is_cli(cmae_pretrain): _exit(f"cmae_pretrain: error: {e}")
         raise
     except NonFiniteLossError as e:    # one line, not a traceback; the last checkpoint is intact
         if is_cli(cmae_pretrain):
             # fastai prefixes a line
-            sys.exit(f"cmae_pretrain: stopped: {str(e).splitlines()[-1].strip()}")
+            _exit(f"cmae_pretrain: stopped: {str(e).splitlines()[-1].strip()}")
         raise
     # a console script's return value becomes its exit status
     return None if is_cli(cmae_pretrain) else summary
