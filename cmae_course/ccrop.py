@@ -13,13 +13,13 @@ from torch import nn, Tensor
 from torch.utils.data import DataLoader, Subset
 from fastai.callback.core import Callback
 from .data import eval_view
+from .dist import dist_info, encoder_of
 
 # %% auto #0
 __all__ = ['FEATURE_REDUCTIONS', 'FEATURE_TOKENS', 'DEFAULT_FEATURES', 'CC_LITERAL', 'boxes_from_heatmap', 'box_iou',
            'whole_image_boxes', 'mean_iou', 'whole_share', 'eval_mode', 'minmax_normalize', 'upsample_map',
            'parse_source', 'patch_grid', 'token_maps', 'patch_scores', 'scores_to_heatmap', 'heatmap', 'dataset_boxes',
-           'box_iou_table', 'show_ccrop', 'dist_info', 'shard_indices', 'gather_boxes', 'unwrap_encoder',
-           'BoxRefreshCallback']
+           'box_iou_table', 'show_ccrop', 'shard_indices', 'gather_boxes', 'BoxRefreshCallback']
 
 # %% ../nbs/06_ccrop.ipynb #c007
 def boxes_from_heatmap(hm: Tensor, k: float = 0.1, exclusive_end: bool = True) -> Tensor:
@@ -299,11 +299,6 @@ def show_ccrop(
     return fig
 
 # %% ../nbs/06_ccrop.ipynb #c034
-def dist_info() -> tuple[int, int]:
-    "(rank, world_size) of the default process group; (0, 1) outside torch.distributed."
-    if dist.is_available() and dist.is_initialized(): return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
 def shard_indices(
     n: int, rank: int | None = None, world_size: int | None = None, mode: str = 'strided'
 ) -> Tensor:
@@ -355,22 +350,6 @@ def gather_boxes(boxes: Tensor, idxs: Tensor, n_items: int, group=None) -> Tenso
     return table
 
 # %% ../nbs/06_ccrop.ipynb #c038
-def unwrap_encoder(model: nn.Module) -> nn.Module:
-    """The ViT inside `model`: strips wrappers
-    (DDP `.module`, torch.compile `._orig_mod`, `train.SSLModel`'s `.model`), then takes `.encoder`
-    if there is one (MAE, CMAE), else returns the model itself."""
-    while True:
-        inner = next(
-            (
-                m
-                for a in ('module', '_orig_mod', 'model')
-                if isinstance(m := getattr(model, a, None), nn.Module)
-            ),
-            None,
-        )
-        if inner is None: return getattr(model, 'encoder', model)
-        model = inner
-
 def _default_eval_view(ds):
     """`data.eval_view(ds)` for a `ViewDataset` (anything with `.images`); other datasets must pass
     `eval_ds`."""
@@ -403,7 +382,7 @@ class BoxRefreshCallback(Callback):
         train_ds=None,
         bs: int = 64,
         shard: str = 'strided',
-        get_encoder=unwrap_encoder,
+        get_encoder=encoder_of,
     ):
         if warmup < 0 or interval < 1:
             raise ValueError(

@@ -11,7 +11,8 @@ import numpy as np
 import torch
 from fastai.callback.core import Callback
 
-from .train import unwrap, is_rank0, SSLModel
+from .dist import unwrap, is_rank0
+from .train import SSLModel
 
 # %% auto #0
 __all__ = ['rng_state', 'set_rng_state', 'atomic_save', 'load_checkpoint', 'ckpt_name', 'list_checkpoints', 'latest_checkpoint',

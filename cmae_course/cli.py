@@ -18,9 +18,10 @@ from fastcore.script import call_parse, is_cli
 warnings.filterwarnings('ignore', message=r'`torch.jit.script` is deprecated',
                         category=FutureWarning)
 
+from .dist import unwrap, is_rank0, world_size, local_only
 from .train import (pick_device, pick_precision, PRECISIONS, ssl_learner, fit_ssl,
-                               lr_from_blr, unwrap, init_distributed, is_rank0, world_size,
-                               NonFiniteLossError, OPTIMIZERS, plain_progress)
+                               lr_from_blr, init_distributed, NonFiniteLossError, OPTIMIZERS,
+                               plain_progress)
 from .checkpoint import (SaveCheckpoints, ResumeState, latest_checkpoint,
                                     load_checkpoint, restore_learner, atomic_save, write_metrics)
 
@@ -436,7 +437,6 @@ def _figures(net, learn, dls, valid_ims, c, out):
     ev = ViewDataset(valid_ims, 'eval', c['img_size'])
     idx = list(range(0, len(ev), max(1, len(ev) // 8)))[:8]
     x = ev.get_batch(idx)[0].to(next(net.parameters()).device)
-    from cmae_course.contrastive import local_only
     with local_only():
         # rank 0 alone: no collectives
         plot_reconstructions(net, x, c['mask_ratio'], out/'reconstructions.png')

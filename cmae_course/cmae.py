@@ -10,9 +10,9 @@ __all__ = ['reconstruction_loss', 'CMAE', 'create_cmae', 'cmae_vit_tiny_patch8_d
 import torch, torch.nn as nn, torch.nn.functional as F
 from .patching import patchify
 from .mae import normalize_patches, create_mae
-from .contrastive import (ProjectionHead, momentum_copy, momentum_update,
-                                     momentum_schedule, info_nce_acc,
-                                     query_tokens, key_tokens, pool_tokens)
+from .dist import momentum_copy, momentum_update
+from .contrastive import (ProjectionHead, info_nce_acc, query_tokens, key_tokens,
+                                     pool_tokens)
 from .location import (LocationHead, location_loss, location_accuracy, embed_visible,
                                   LOC_LOSSES)
 
@@ -33,7 +33,7 @@ class CMAE(nn.Module):
     `encoder`: a `ViT`; `decoder`: any registry decoder, `decoder(latent (N, 1+l, D), ids_restore)
     -> (N, L, p*p*C)`. With `use_ctr=use_loc=False` it is MAE."""
     def __init__(self, encoder, decoder, *, use_ctr=True, use_loc=True, lambda_ctr=1.,
-                 lambda_loc=1., lambda_rec=1., tau=0.2, momentum=0.996, momentum_cos=False,
+                 lambda_loc=1., lambda_rec=1., tau=0.2, momentum=0.996,
                  loc_mode='droppos', loc_loss='ce', pos_mask_ratio=0.75, pool='mean', proj_dim=256,
                  proj_hidden=2048, loc_hidden=None, norm_pix_loss=False,
                  symmetric=False, one_pass_keys=False):
@@ -54,7 +54,7 @@ class CMAE(nn.Module):
         self.use_ctr, self.use_loc = use_ctr, use_loc
         self.symmetric, self.one_pass_keys = symmetric, one_pass_keys
         self.lambda_ctr, self.lambda_loc, self.lambda_rec = lambda_ctr, lambda_loc, lambda_rec
-        self.tau, self.momentum, self.momentum_cos, self.pool = tau, momentum, momentum_cos, pool
+        self.tau, self.momentum, self.pool = tau, momentum, pool
         self.loc_mode, self.loc_loss, self.pos_mask_ratio = loc_mode, loc_loss, pos_mask_ratio
         self.norm_pix_loss, self.patch_size = norm_pix_loss, encoder.patch_size
         D = encoder.embed_dim
@@ -70,12 +70,6 @@ class CMAE(nn.Module):
 
     @property
     def drops_pos(self): return self.use_loc and self.loc_mode == 'droppos'
-
-    def momentum_schedule(self, step, total_steps):
-        """Momentum to use at `step` of `total_steps`: `self.momentum`, or MoCo v3's cosine ramp to
-        1 if `momentum_cos`."""
-        return (momentum_schedule(step, total_steps, self.momentum)
-                if self.momentum_cos else self.momentum)
 
     @torch.no_grad()
     def momentum_update(self, m=None):

@@ -24,6 +24,7 @@ from fastai.data.load import DataLoader as FaDataLoader
 from fastai.losses import CrossEntropyLossFlat
 from fastai.metrics import accuracy
 from .data import ViewDataLoader
+from .dist import encoder_of
 import fastai.callback.progress, fastai.callback.fp16  # patch Learner.no_bar, Learner.to_bf16
 from fastcore.script import call_parse
 
@@ -31,10 +32,9 @@ from fastcore.script import call_parse
 __all__ = ['PROBE_OPTS', 'PROBE_WDS', 'PROTOCOLS', 'READOUT', 'FEW_LABEL', 'is_vit', 'feature_fn', 'extract_features',
            'file_hash', 'cache_key', 'FeatureCache', 'topk_accuracy', 'knn_scores', 'knn_eval', 'LARS', 'lr_at',
            'single_thread', 'linear_head', 'linear_probe', 'standardize', 'fit_logistic', 'logistic_probe', 'layer_id',
-           'param_groups_lrd', 'set_drop_path', 'Classifier', 'LayerDecayLR', 'finetune', 'get_encoder',
-           'KNNMonitorCallback', 'vit_from_state_dict', 'resnet_from_state_dict', 'resolve_checkpoint', 'load_encoder',
-           'load_eval_data', 'few_label_subset', 'few_label_finetune', 'evaluate_encoder', 'run_eval', 'dashed_argv',
-           'cmae_eval']
+           'param_groups_lrd', 'set_drop_path', 'Classifier', 'LayerDecayLR', 'finetune', 'KNNMonitorCallback',
+           'vit_from_state_dict', 'resnet_from_state_dict', 'resolve_checkpoint', 'load_encoder', 'load_eval_data',
+           'few_label_subset', 'few_label_finetune', 'evaluate_encoder', 'run_eval', 'dashed_argv', 'cmae_eval']
 
 # %% ../nbs/13_eval.ipynb #567a5c00
 def is_vit(m: nn.Module) -> bool:
@@ -482,22 +482,9 @@ def finetune(encoder: nn.Module, train_ds, valid_ds, n_classes: int, *, epochs: 
     return dict(top1=top1, top5=top5, learn=learn, lr=lr, bs=bs, epochs=epochs)
 
 # %% ../nbs/13_eval.ipynb #38be1a2e
-def get_encoder(model: nn.Module) -> nn.Module:
-    """The encoder to evaluate inside a training model: unwraps DDP (`.module`), torch.compile
-    (`._orig_mod`) and `train.SSLModel` (`.model`), then takes `.encoder` (MAE / CMAE online
-    encoder), `.encoder_q` (MoCo) or `.backbone`."""
-    for _ in range(8):
-        for a in ('encoder', 'encoder_q', 'backbone'):
-            if isinstance(getattr(model, a, None), nn.Module): return getattr(model, a)
-        inner = next((getattr(model, a) for a in ('module', '_orig_mod', 'model')
-                      if isinstance(getattr(model, a, None), nn.Module)), None)
-        if inner is None: return model
-        model = inner
-    return model
-
 class KNNMonitorCallback(Callback):
     """Every `every` epochs (and after the last one), kNN-classify `valid_ds` with `train_ds` as the
-    memory bank, using the features of the learner's encoder (`get_encoder(learn.model)`, or
+    memory bank, using the features of the learner's encoder (`dist.encoder_of(learn.model)`, or
     `encoder_fn(model)`), extracted fresh in eval mode under no_grad. Datasets yield un-augmented
     (img, label) eval views. Results go to
       - `learn.knn_log`: list of {'epoch', 'knn_top1', 'knn_top5', 'knn_seconds'} (one per
@@ -513,7 +500,7 @@ class KNNMonitorCallback(Callback):
         if every < 1: raise ValueError(f"every must be >= 1, got {every}")
         self.train_ds, self.valid_ds, self.every, self.k, self.T, self.readout, self.bs = (
             train_ds, valid_ds, every, k, T, readout, bs)
-        self.encoder_fn, self.show, self.last = encoder_fn or get_encoder, show, None
+        self.encoder_fn, self.show, self.last = encoder_fn or encoder_of, show, None
 
     def before_fit(self):
         self.learn.knn_log = []

@@ -11,14 +11,15 @@ import torch.nn.functional as F
 import torch.distributed as dist
 from torch import Tensor
 import torchvision
+from .dist import ema_, concat_all_gather, rank, world_size
 from torchvision.transforms import v2 as tv2
 from fastai.callback.core import Callback
 
 # %% auto #0
 __all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'resnet_small_stem', 'n_params', 'projection_head', 'enqueue_', 'auto_queue_size',
-           'moco_logits', 'ema_update_', 'SplitBatchNorm', 'convert_split_bn', 'concat_all_gather', 'batch_shuffle_ddp',
-           'batch_unshuffle_ddp', 'MoCo', 'create_moco', 'mocov1_resnet18', 'mocov2_resnet50', 'moco_transforms',
-           'TwoCropsTransform', 'random_gaussian_blur', 'MoCoBlur']
+           'moco_logits', 'SplitBatchNorm', 'convert_split_bn', 'batch_shuffle_ddp', 'batch_unshuffle_ddp', 'MoCo',
+           'create_moco', 'mocov1_resnet18', 'mocov2_resnet50', 'moco_transforms', 'TwoCropsTransform',
+           'random_gaussian_blur', 'MoCoBlur']
 
 # %% ../nbs/14_moco.ipynb #83c8e175
 _ARCHS = {'resnet18': torchvision.models.resnet18, 'resnet34': torchvision.models.resnet34,
@@ -92,13 +93,6 @@ def moco_logits(q: Tensor, k: Tensor, queue: Tensor, T: float) -> Tensor:
         l_neg = q @ queue.clone().detach().float()                    # (N, K)
         return torch.cat([l_pos, l_neg], dim=1) / T
 
-# %% ../nbs/14_moco.ipynb #01227e42
-@torch.no_grad()
-def ema_update_(target_params, source_params, m: float) -> None:
-    "In place, for each pair: target <- m * target + (1 - m) * source (MoCo's momentum update)."
-    for pt, ps in zip(target_params, source_params, strict=True):
-        pt.mul_(m).add_(ps.detach().to(pt.dtype), alpha=1 - m)
-
 # %% ../nbs/14_moco.ipynb #77873f2d
 class SplitBatchNorm(nn.BatchNorm2d):
     """BatchNorm2d that, in training mode, normalises each group of `group_size` consecutive samples
@@ -149,41 +143,22 @@ def convert_split_bn(module: nn.Module, group_size: int | None) -> nn.Module:
     return module
 
 # %% ../nbs/14_moco.ipynb #30ca4ec9
-def _world_size() -> int:
-    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
-
-@torch.no_grad()
-def concat_all_gather(x: Tensor) -> Tensor:
-    """All-gather `x: (n, ...)` from every rank, concatenated in rank order -> (world * n, ...); no
-    gradient. Identity with one process. Every rank must pass the same n, else ValueError."""
-    ws = _world_size()
-    if ws == 1: return x
-    n = torch.tensor([x.shape[0]], device=x.device)
-    ns = [torch.zeros_like(n) for _ in range(ws)]
-    dist.all_gather(ns, n)
-    if len({int(v) for v in ns}) != 1:
-        raise ValueError("every rank must have the same batch size for MoCo's gather, got "
-                         f"{[int(v) for v in ns]}")
-    out = [torch.empty_like(x) for _ in range(ws)]
-    dist.all_gather(out, x.contiguous())
-    return torch.cat(out)
-
 @torch.no_grad()
 def batch_shuffle_ddp(x: Tensor) -> tuple[Tensor, Tensor]:
     """Shuffle the global batch across ranks (permutation drawn on rank 0, broadcast) and return
     this rank's slice. x: (n, ...) -> (x_shuffled (n, ...), idx_unshuffle (world * n,))"""
-    n, ws = x.shape[0], _world_size()
+    n, ws = x.shape[0], world_size()
     x_all = concat_all_gather(x)
     idx_shuffle = torch.randperm(n * ws, device=x.device)
     dist.broadcast(idx_shuffle, src=0)
-    return x_all[idx_shuffle.view(ws, n)[dist.get_rank()]], torch.argsort(idx_shuffle)
+    return x_all[idx_shuffle.view(ws, n)[rank()]], torch.argsort(idx_shuffle)
 
 @torch.no_grad()
 def batch_unshuffle_ddp(x: Tensor, idx_unshuffle: Tensor) -> Tensor:
     """Undo `batch_shuffle_ddp`: x: (n, ...) computed on this rank's shuffled slice -> (n, ...) for
     this rank's own images."""
-    n, ws = x.shape[0], _world_size()
-    return concat_all_gather(x)[idx_unshuffle.view(ws, n)[dist.get_rank()]]
+    n, ws = x.shape[0], world_size()
+    return concat_all_gather(x)[idx_unshuffle.view(ws, n)[rank()]]
 
 # %% ../nbs/14_moco.ipynb #fce11973
 class MoCo(nn.Module):
@@ -230,7 +205,7 @@ class MoCo(nn.Module):
             raise RuntimeError("momentum_update: this MoCo updates its key encoder in forward "
                                "(momentum_in_forward=True); build it with "
                                "momentum_in_forward=False to update from a callback instead")
-        ema_update_(self.key_params(), self.query_params(), self.m if m is None else m)
+        ema_(self.key_params(), self.query_params(), self.m if m is None else m)
 
     @torch.no_grad()
     def keys(self, x2: Tensor) -> Tensor:
@@ -238,7 +213,7 @@ class MoCo(nn.Module):
         training mode."""
         f = lambda x: F.normalize(self.head_k(self.encoder_k(x)).float(), dim=1)
         if not (self.training and self.shuffle_bn): return f(x2)
-        if _world_size() > 1:
+        if world_size() > 1:
             xs, idx_unshuffle = batch_shuffle_ddp(x2)
             return batch_unshuffle_ddp(f(xs), idx_unshuffle)
         # one device: shuffle, then BN per group
@@ -258,7 +233,7 @@ class MoCo(nn.Module):
         q = F.normalize(self.head(self.encoder(x1)).float(), dim=1)         # (N, dim), float32
         with torch.no_grad():
             if self.training and self.momentum_in_forward:            # MoCo: update BEFORE the keys
-                ema_update_(self.key_params(), self.query_params(), self.m)
+                ema_(self.key_params(), self.query_params(), self.m)
             k = self.keys(x2)                                                # (N, dim)
         logits = moco_logits(q, k, self.queue, self.T)                       # (N, 1+K)
         labels = torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device)

@@ -25,14 +25,15 @@ from fastai.callback.training import GradientAccumulation
 from fastai.optimizer import OptimWrapper
 from fastai.torch_core import find_bs
 
+from .dist import unwrap, rank, world_size, is_rank0, momentum_schedule
+
 # %% auto #0
 __all__ = ['PRECISIONS', 'LOSS_PARTS', 'TASK_METRICS', 'OPTIMIZERS', 'pick_device', 'cpu_has_native_bf16', 'pick_precision',
            'choose_precision', 'time_precisions', 'precision_cache_file', 'calibrate_precision', 'DeviceAMP',
-           'SSLModel', 'ssl_loss', 'unwrap', 'param_groups', 'lr_from_blr', 'adamw_opt', 'sgd_opt', 'warmup_cosine',
-           'momentum_at', 'MomentumUpdate', 'LossPart', 'SyncLossParts', 'Throughput', 'NoValidation', 'IterLog',
-           'StepCounter', 'PlainEpochTable', 'plain_progress', 'NonFiniteLossError', 'StopOnNaN', 'InjectNaN', 'rank',
-           'world_size', 'is_rank0', 'init_distributed', 'shard_dl', 'DDPCallback', 'SSLLearner', 'ssl_learner',
-           'learn_lr', 'fit_ssl']
+           'SSLModel', 'ssl_loss', 'param_groups', 'lr_from_blr', 'adamw_opt', 'sgd_opt', 'warmup_cosine',
+           'MomentumUpdate', 'LossPart', 'SyncLossParts', 'Throughput', 'NoValidation', 'IterLog', 'StepCounter',
+           'PlainEpochTable', 'plain_progress', 'NonFiniteLossError', 'StopOnNaN', 'InjectNaN', 'init_distributed',
+           'shard_dl', 'DDPCallback', 'SSLLearner', 'ssl_learner', 'learn_lr', 'fit_ssl']
 
 # %% ../nbs/10_train.ipynb #4d418dbc
 def pick_device(device:str|torch.device|None='auto') -> torch.device:
@@ -185,12 +186,6 @@ def ssl_loss(pred:dict, *yb):
     "fastai loss adapter: the model already computed its loss; labels `yb` are ignored."
     return pred['loss']
 
-def unwrap(model:nn.Module) -> nn.Module:
-    "Strip DDP / `torch.compile` wrappers: the `SSLModel` underneath."
-    while True:
-        if isinstance(model, DistributedDataParallel): model = model.module
-        elif hasattr(model, '_orig_mod'): model = model._orig_mod
-        else: return model
 
 # %% ../nbs/10_train.ipynb #50a7cba2
 def param_groups(model:nn.Module, weight_decay:float=0.05) -> list[dict]:
@@ -239,13 +234,9 @@ def warmup_cosine(lr:float, warmup_pct:float, min_lr:float=0.):
     return combine_scheds([warmup_pct, 1 - warmup_pct], [SchedLin(0., lr), SchedCos(lr, min_lr)])
 
 # %% ../nbs/10_train.ipynb #b2bdfe87
-def momentum_at(pct:float, m0:float=0.996, m1:float=0.996) -> float:
-    "Cosine momentum schedule: `m0` at the start of training, `m1` at the end (`pct` in [0, 1])."
-    return m1 - (m1 - m0) * (math.cos(math.pi * pct) + 1) / 2
-
 class MomentumUpdate(Callback):
     """EMA of the momentum branch, run after every real optimiser step (as HCMAE), with a
-    per-iteration schedule."""
+    per-iteration cosine schedule from `m0` to `m1` (`dist.momentum_schedule`)."""
     order = 65
     def __init__(self, m0:float=0.996, m1:float=0.996): store_attr()
     def before_step(self): self.skipped = False
@@ -253,7 +244,7 @@ class MomentumUpdate(Callback):
     def after_cancel_step(self): self.skipped = True
     def after_step(self):
         if getattr(self, 'skipped', False): return
-        self.learn.momentum = momentum_at(self.pct_train, self.m0, self.m1)
+        self.learn.momentum = momentum_schedule(self.pct_train, self.m0, self.m1)
         unwrap(self.model).momentum_update(self.learn.momentum)
 
 # %% ../nbs/10_train.ipynb #e3bf44d6
@@ -282,7 +273,7 @@ class SyncLossParts(Callback):
     all-reduce per epoch)."""
     order = 45    # before the Recorder (50) reads the values in after_train
     def after_train(self):
-        ws = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+        ws = world_size()
         parts = [m for m in self.learn.metrics if isinstance(m, LossPart)]
         if ws == 1 or not parts: return
         dev = next(self.learn.model.parameters()).device
@@ -298,8 +289,7 @@ class Throughput(Callback):
     def after_batch(self):
         if self.training: self.n += find_bs(self.yb)
     def after_train(self):
-        ws = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
-        self.value = self.n * ws / max(time.perf_counter() - self.t0, 1e-9)
+        self.value = self.n * world_size() / max(time.perf_counter() - self.t0, 1e-9)
 
 class NoValidation(Callback):
     "Skip the validation pass (pretraining tracks its training loss parts)."
@@ -401,14 +391,6 @@ class InjectNaN(Callback):
             self.done = True
 
 # %% ../nbs/10_train.ipynb #82803b2a
-def rank() -> int:
-    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
-
-def world_size() -> int:
-    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
-
-def is_rank0() -> bool: return rank() == 0
-
 def init_distributed(device:torch.device|None=None) -> tuple[int, int]:
     """Join the process group when started by torchrun (`WORLD_SIZE`>1): NCCL for CUDA, gloo
     otherwise. -> (rank, world)"""
