@@ -14,6 +14,7 @@ from fastcore.script import call_parse, anno_parser, bool_arg, store_true
 
 from .mae import create_mae
 from .decoders import DECODERS
+from .cli import dashed_argv
 
 # %% auto #0
 __all__ = ['matmul_peak', 'build_bench_model', 'step_flops', 'peak_memory_mb', 'time_step', 'bench', 'decoder_table',
@@ -268,9 +269,7 @@ def cmae_bench(
 def main(argv=None):
     """Console entry point `cmae_bench`: accepts `--img-size` as well as fastcore's `--img_size`;
     bad arguments exit with one line."""
-    argv = sys.argv[1:] if argv is None else list(argv)
-    argv = ['--' + a[2:].partition('=')[0].replace('-', '_') + a[2:].partition('=')[1]
-            + a[2:].partition('=')[2] if a.startswith('--') else a for a in argv]
+    argv = dashed_argv(sys.argv[1:] if argv is None else list(argv))
     args = anno_parser(cmae_bench, prog='cmae_bench').parse_args(argv)
     try: return cmae_bench(**{k: v for k, v in vars(args).items() if k not in ("pdb", "xtra")})
     except ValueError as e: raise SystemExit(f"cmae_bench: {e}") from None

@@ -18,17 +18,29 @@ from fastcore.script import call_parse, is_cli
 warnings.filterwarnings('ignore', message=r'`torch.jit.script` is deprecated',
                         category=FutureWarning)
 
+import random
+import numpy as np
+from . import vit, decoders, data
+from .patching import patchify, unpatchify
+from .data import ViewDataset, eval_view, denormalize
+from .decoders import DECODERS
+from .mae import MAE
+from .interop import load_official_mae
+from .ccrop import parse_source, heatmap, boxes_from_heatmap, BoxRefreshCallback
 from .dist import unwrap, is_rank0, world_size, local_only
+from .location import LOC_LOSSES
+from .cmae import CMAE
 from .train import (pick_device, pick_precision, PRECISIONS, ssl_learner, fit_ssl,
                                lr_from_blr, init_distributed, NonFiniteLossError, OPTIMIZERS,
-                               plain_progress)
+                               plain_progress, InjectNaN)
+from .moco import create_moco, auto_queue_size, MoCoBlur
 from .checkpoint import (SaveCheckpoints, ResumeState, latest_checkpoint,
                                     load_checkpoint, restore_learner, atomic_save, write_metrics)
 
 # %% auto #0
 __all__ = ['PRESETS', 'DEFAULTS', 'ARCHS', 'METHODS', 'METHOD_DEFAULTS', 'CCROP_SOURCES', 'LOC_MODES', 'is_moco',
            'resolve_config', 'build_model', 'cmae_kwargs', 'build_data', 'plot_losses', 'reconstruct',
-           'plot_reconstructions', 'plot_heatmaps', 'DataError', 'pretrain', 'print_summary', 'cli_argv',
+           'plot_reconstructions', 'plot_heatmaps', 'DataError', 'pretrain', 'print_summary', 'dashed_argv', 'cli_argv',
            'cmae_pretrain']
 
 # %% ../nbs/12_cli.ipynb #fb3b9c6f
@@ -88,7 +100,6 @@ def _check_writable(out:Path):
 def resolve_config(**opts) -> dict:
     """Merge `opts` (None = take the preset's value) into a plain-types config dict;
     ValueError/FileNotFoundError if bad."""
-    from cmae_course.decoders import DECODERS
     preset = opts.get('preset') or 'tiny'
     if preset not in PRESETS:
         raise ValueError(f"--preset {preset!r}: unknown; choose one of {list(PRESETS)}")
@@ -143,7 +154,6 @@ def resolve_config(**opts) -> dict:
     if c['use_ccrop'] and is_moco(c):
         raise ValueError(f"--ccrop: this course's ContrastiveCrop reads a ViT heatmap; "
                          f"--method {c['method']} trains a ResNet (use --no-ccrop)")
-    from cmae_course.ccrop import parse_source
     try: parse_source(c['ccrop_source'])
     except ValueError:
         raise ValueError(f"--ccrop-source {c['ccrop_source']!r}: choose attention, features or "
@@ -153,7 +163,6 @@ def resolve_config(**opts) -> dict:
         raise ValueError(f"--precision {c['precision']!r}: choose one of {list(PRECISIONS)}")
     if c['loc_mode'] is not None and c['loc_mode'] not in LOC_MODES:
         raise ValueError(f"--loc-mode {c['loc_mode']!r}: choose one of {list(LOC_MODES)}")
-    from cmae_course.location import LOC_LOSSES
     if c['loc_loss'] not in LOC_LOSSES:
         raise ValueError(f"--loc-loss {c['loc_loss']!r}: choose one of {list(LOC_LOSSES)}")
     if not 0 <= c['pos_mask_ratio'] <= 1:
@@ -174,9 +183,7 @@ def resolve_config(**opts) -> dict:
 # %% ../nbs/12_cli.ipynb #59ea4df1
 def build_model(c:dict) -> nn.Module:
     "The MAE, CMAE or MoCo model described by config `c` (see `resolve_config`)."
-    from cmae_course import vit, decoders
     if is_moco(c):
-        from cmae_course.moco import create_moco
         # the MomentumUpdate callback moves the key encoder
         return create_moco(c['method'][-2:], c['arch'], K=c['moco_k'], layers=c['resnet_layers'],
                            m=c['momentum'], momentum_in_forward=False)
@@ -187,9 +194,7 @@ def build_model(c:dict) -> nn.Module:
                                   depth=c['dec_depth'], num_heads=c['dec_heads'])
     if c['init_mae']: _load_init_mae(enc, c['init_mae'])
     if c['method'] == 'mae':
-        from cmae_course.mae import MAE
         return MAE(enc, dec, norm_pix_loss=c['norm_pix'])
-    from cmae_course.cmae import CMAE
     return CMAE(enc, dec, **cmae_kwargs(c))
 
 def cmae_kwargs(c:dict) -> dict:
@@ -202,7 +207,6 @@ def cmae_kwargs(c:dict) -> dict:
     return kw
 
 def _load_init_mae(enc:nn.Module, path:str):
-    from cmae_course.interop import load_official_mae
     sd = load_official_mae(path)
     sd = sd.state_dict() if isinstance(sd, nn.Module) else sd
     sd = {k[len('encoder.'):] if k.startswith('encoder.') else k: v for k, v in sd.items()}
@@ -214,7 +218,6 @@ def _load_init_mae(enc:nn.Module, path:str):
 # %% ../nbs/12_cli.ipynb #9dbce565
 def build_data(c:dict, device:torch.device):
     "(pretraining DataLoaders, (train ImageSet, valid ImageSet)) for config `c`."
-    from cmae_course import data
     path = data.make_default_dataset() if c['data'] is None else c['data']
     train, valid, held_out = data.train_valid_split(path, max(c['img_size'], 64), seed=c['seed'])
     if held_out:
@@ -252,7 +255,6 @@ def plot_losses(history:list, fname=None):
 def reconstruct(model:nn.Module, imgs:torch.Tensor, mask_ratio:float=0.75, seed:int=0):
     """(pred_imgs, mask_imgs) for `imgs` (N, C, H, W): MAE or CMAE prediction unpatchified (norm-pix
     undone), mask 1 = hidden."""
-    from cmae_course.patching import patchify, unpatchify
     enc = model.encoder
     p = enc.patch_size
     noise = torch.rand(len(imgs), enc.num_patches,
@@ -273,7 +275,6 @@ def reconstruct(model:nn.Module, imgs:torch.Tensor, mask_ratio:float=0.75, seed:
 def plot_reconstructions(model, imgs, mask_ratio=0.75, fname=None, denorm=None):
     "Rows: original, masked input, reconstruction (visible patches pasted back)."
     import matplotlib.pyplot as plt
-    from cmae_course.data import denormalize
     denorm = denorm or denormalize
     rec, m = reconstruct(model, imgs, mask_ratio)
     rows = [imgs, imgs * (1 - m), imgs * (1 - m) + rec * m]
@@ -291,8 +292,6 @@ def plot_reconstructions(model, imgs, mask_ratio=0.75, fname=None, denorm=None):
 def plot_heatmaps(encoder, imgs, true_boxes=None, source='features', k=0.1, fname=None):
     "Images with their ContrastiveCrop heatmap, the box from it (yellow) and the true box (lime)."
     import matplotlib.pyplot as plt, matplotlib.patches as patches
-    from cmae_course.ccrop import heatmap, boxes_from_heatmap
-    from cmae_course.data import denormalize
     # eval mode and no_grad inside, modes restored
     hm = heatmap(encoder, imgs, source).float().cpu()
     boxes, n, S = boxes_from_heatmap(hm, k), len(imgs), imgs.shape[-1]
@@ -315,7 +314,6 @@ def plot_heatmaps(encoder, imgs, true_boxes=None, source='features', k=0.1, fnam
 
 # %% ../nbs/12_cli.ipynb #dc1f6b31
 def _seed_all(seed:int):
-    import random, numpy as np
     random.seed(seed); np.random.seed(seed); torch.manual_seed(seed)
 
 def _say(*a):
@@ -345,7 +343,6 @@ def pretrain(c:dict) -> dict:
     except (ValueError, FileNotFoundError) as e: raise DataError(str(e).splitlines()[0]) from None
     # queue: at most one key per training image, whole batches
     if is_moco(c) and c['moco_k'] is None:
-        from cmae_course.moco import auto_queue_size
         c['moco_k'] = auto_queue_size(len(dls.train.dataset), c['bs'] * ws)
     _seed_all(c['seed'])                                        # same initial weights on every rank
     model = build_model(c)
@@ -353,21 +350,17 @@ def pretrain(c:dict) -> dict:
     lr = lr_from_blr(c['blr'], c['bs'], c['accum'], ws)
     cbs = [SaveCheckpoints(out, keep=c['keep'], config=c), ResumeState()]
     if c['use_ccrop']:
-        from cmae_course.ccrop import BoxRefreshCallback
-        from cmae_course.data import eval_view
         cbs.append(BoxRefreshCallback(warmup=c['ccrop_warmup'], interval=c['ccrop_interval'],
                                       k=c['ccrop_k'], source=c['ccrop_source'],
                                       eval_ds=eval_view(dls.train.dataset), bs=256))
     # test hook: 'RANK:STEP' makes that rank's loss NaN once
     if os.environ.get('CMAE_INJECT_NAN'):
-        from cmae_course.train import InjectNaN
         cbs.append(InjectNaN(*(int(v) for v in os.environ['CMAE_INJECT_NAN'].split(':'))))
     if c['method'] == 'mocov2':
-        from cmae_course.moco import MoCoBlur
         cbs.append(MoCoBlur())
     # kNN monitor -> knn_top1/knn_top5 columns of metrics.json
     if c['knn_every'] and is_rank0():
-        from cmae_course.data import ViewDataset, eval_view
+        # evaluate (lesson 13) imports this module for `dashed_argv`: imported here, when used
         from cmae_course.evaluate import KNNMonitorCallback
         cbs.append(KNNMonitorCallback(eval_view(dls.train.dataset),
                                       ViewDataset(valid_ims, 'eval', c['img_size']),
@@ -429,7 +422,6 @@ def pretrain(c:dict) -> dict:
     return summary
 
 def _figures(net, learn, dls, valid_ims, c, out):
-    from cmae_course.data import ViewDataset
     hist = getattr(learn, 'history', [])
     if hist: plot_losses(hist, out/'loss_curves.png')
     if is_moco(c):
@@ -447,8 +439,7 @@ def _evaluate(encoder, dls, valid_ims, c) -> dict:
     """kNN (centred features) and the converged linear probe from `cmae_course.evaluate` on one
     extraction of mean-pooled frozen features, plus the probe's own training accuracy (a probe that
     cannot fit its training set shows here); fractions."""
-    from cmae_course.data import ViewDataset, eval_view
-    from cmae_course.evaluate import evaluate_encoder
+    from cmae_course.evaluate import evaluate_encoder    # see the note in `pretrain`
     tr, va = eval_view(dls.train.dataset), ViewDataset(valid_ims, 'eval', c['img_size'])
     # evaluating must not change the training run's random stream
     with torch.random.fork_rng():
@@ -470,9 +461,19 @@ def print_summary(s:dict):
     print('-' * (w + 30))
 
 # %% ../nbs/12_cli.ipynb #241b31eb
+def _dashed(a:str) -> str:
+    name, eq, val = a[2:].partition('=')
+    no = name.startswith('no-')    # fastcore spells a negated bool `--no-<name>`
+    return '--' + 'no-' * no + name[3 * no:].replace('-', '_') + eq + val
+
+def dashed_argv(argv:list[str]) -> list[str]:
+    """Accept `--img-size` for fastcore's `--img_size` (and `--opt=x` forms) in every course
+    command; `--no-<flag>` stays `--no-` and the rest of its name gets underscores."""
+    # '--x 1' is a value, not an option
+    return [_dashed(a) if a.startswith('--') and ' ' not in a else a for a in argv]
+
 def cli_argv(argv:list[str]) -> list[str]:
-    """Accept `--img-size` for fastcore's `--img_size`, and `--ccrop` / `--no-ccrop` for `--ccrop
-    on|off`."""
+    "`dashed_argv`, and `--ccrop` / `--no-ccrop` for `--ccrop on|off`."
     out, i = [], 0
     while i < len(argv):
         a = argv[i]
@@ -480,12 +481,9 @@ def cli_argv(argv:list[str]) -> list[str]:
             nxt = argv[i + 1] if i + 1 < len(argv) else None
             if a == '--ccrop' and nxt in ('on', 'off', 'auto'): out += [a, nxt]; i += 2; continue
             out += ['--ccrop', 'on' if a == '--ccrop' else 'off']
-        elif a.startswith('--') and not a.startswith('--no-'):
-            k, eq, v = a[2:].partition('=')
-            out.append('--' + k.replace('-', '_') + eq + v)
         else: out.append(a)
         i += 1
-    return out
+    return dashed_argv(out)
 
 if Path(sys.argv[0]).name in ('cmae_pretrain', 'cli.py'): sys.argv[1:] = cli_argv(sys.argv[1:])
 

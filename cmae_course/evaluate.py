@@ -25,6 +25,7 @@ from fastai.losses import CrossEntropyLossFlat
 from fastai.metrics import accuracy
 from .data import ViewDataLoader
 from .dist import encoder_of
+from .cli import dashed_argv
 import fastai.callback.progress, fastai.callback.fp16  # patch Learner.no_bar, Learner.to_bf16
 from fastcore.script import call_parse
 
@@ -34,7 +35,7 @@ __all__ = ['PROBE_OPTS', 'PROBE_WDS', 'PROTOCOLS', 'READOUT', 'FEW_LABEL', 'is_v
            'single_thread', 'linear_head', 'linear_probe', 'standardize', 'fit_logistic', 'logistic_probe', 'layer_id',
            'param_groups_lrd', 'set_drop_path', 'Classifier', 'LayerDecayLR', 'finetune', 'KNNMonitorCallback',
            'vit_from_state_dict', 'resnet_from_state_dict', 'resolve_checkpoint', 'load_encoder', 'load_eval_data',
-           'few_label_subset', 'few_label_finetune', 'evaluate_encoder', 'run_eval', 'dashed_argv', 'cmae_eval']
+           'few_label_subset', 'few_label_finetune', 'evaluate_encoder', 'run_eval', 'cmae_eval']
 
 # %% ../nbs/13_eval.ipynb #567a5c00
 def is_vit(m: nn.Module) -> bool:
@@ -814,17 +815,7 @@ def run_eval(checkpoint, data=None, protocol: str = 'linear', epochs: int | None
     out['seconds'] = round(time.time() - t0, 2)
     return out
 
-def _dashed(a:str) -> str:
-    name, eq, val = a[2:].partition('=')
-    no = name.startswith('no-')    # fastcore spells a negated bool `--no-<name>`
-    return '--' + 'no-' * no + name[3 * no:].replace('-', '_') + eq + val
-
-def dashed_argv(argv:list[str]) -> list[str]:
-    """Accept `--cache-dir` for fastcore's `--cache_dir` (and `--opt=x` forms), as `cmae_pretrain`
-    does; `--no-<flag>` stays."""
-    # '--x 1' is a value, not an option
-    return [_dashed(a) if a.startswith('--') and ' ' not in a else a for a in argv]
-
+# accept --cache-dir for fastcore's --cache_dir, as every course command does (`cli.dashed_argv`)
 if Path(sys.argv[0]).name == 'cmae_eval': sys.argv[1:] = dashed_argv(sys.argv[1:])
 
 @call_parse

@@ -401,7 +401,7 @@ def paper_commands(data:str='data/tiny-imagenet-200', out:str='runs/paper') -> l
 _typed = sys.argv[1:]
 # accept --n-train for fastcore's --n_train
 if Path(sys.argv[0]).name == 'cmae_experiments':
-    from cmae_course.evaluate import dashed_argv
+    from cmae_course.cli import dashed_argv
     sys.argv[1:] = dashed_argv(sys.argv[1:])
 
 # the default table: every row at half the main job's epochs, one seed (fits 90 min on 2 cores)
