@@ -633,6 +633,7 @@ d = { 'settings': { 'branch': 'main',
                                  'cmae_course.vit.ViT.forward_tokens': ('vit.html#vit.forward_tokens', 'cmae_course/vit.py'),
                                  'cmae_course.vit.ViT.initialize_weights': ('vit.html#vit.initialize_weights', 'cmae_course/vit.py'),
                                  'cmae_course.vit._pair': ('vit.html#_pair', 'cmae_course/vit.py'),
+                                 'cmae_course.vit.heads_for_width': ('vit.html#heads_for_width', 'cmae_course/vit.py'),
                                  'cmae_course.vit.vit_base': ('vit.html#vit_base', 'cmae_course/vit.py'),
                                  'cmae_course.vit.vit_small': ('vit.html#vit_small', 'cmae_course/vit.py'),
                                  'cmae_course.vit.vit_tiny': ('vit.html#vit_tiny', 'cmae_course/vit.py')}}}

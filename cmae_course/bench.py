@@ -15,6 +15,10 @@ from fastcore.script import call_parse, anno_parser, bool_arg, store_true
 from .mae import create_mae
 from .decoders import DECODERS
 from .cli import dashed_argv
+from .cmae import create_cmae
+from .train import pick_precision, choose_precision
+from .data import pretrain_dataloaders
+from pathlib import Path
 
 # %% auto #0
 __all__ = ['matmul_peak', 'build_bench_model', 'step_flops', 'peak_memory_mb', 'time_step', 'bench', 'decoder_table',
@@ -49,7 +53,6 @@ def build_bench_model(method='mae', arch='vit_base', *, img_size=64, patch_size=
         return create_mae(arch, img_size=img_size, patch_size=patch_size, decoder=decoder,
                           dec_dim=dec_dim, dec_depth=dec_depth, **kw)
     if method == 'cmae':
-        from cmae_course.cmae import create_cmae
         return create_cmae(arch, img_size=img_size, patch_size=patch_size, decoder=decoder,
                            dec_dim=dec_dim, dec_depth=dec_depth, **kw)
     raise ValueError(f"method={method!r} unknown; choose 'mae' or 'cmae'")
@@ -110,7 +113,6 @@ def time_step(model, imgs, *, method='mae', precision='fp32', opt='fused', steps
 
 # %% ../nbs/15_bench.ipynb #19ebf4ee
 def _precision(precision, device):
-    from cmae_course.train import pick_precision
     return pick_precision(precision, device)
 
 def bench(method='mae', arch='vit_base', *, decoder='transformer', dec_dim=512, dec_depth=8,
@@ -130,7 +132,6 @@ def bench(method='mae', arch='vit_base', *, decoder='transformer', dec_dim=512, 
     run = lambda p: time_step(model, imgs, method=method, precision=p, opt=opt, steps=steps,
                               warmup=warmup, compile=compile)
     if precision == 'auto' and device.type == 'cpu':
-        from cmae_course.train import choose_precision
         both = {p: run(p) for p in ('fp32', 'bf16')}
         precision = choose_precision({p: t['step'] for p, t in both.items()})
         t = both[precision]
@@ -184,8 +185,6 @@ def loader_throughput(data=None, method='cmae', img_size=32, bs=64, workers=0, b
     blur, the second view). `data`: a dataset folder (None: the embedded one). Compare with
     `bench`'s img/s: when the loader is not several times faster than the step, data loading bounds
     training and `--workers` is the knob."""
-    from pathlib import Path
-    from cmae_course.data import pretrain_dataloaders
     if data is not None and not Path(data).is_dir(): raise ValueError(f"--data {data}: no such folder")
     torch.manual_seed(seed)
     dls = pretrain_dataloaders(data, kind='mae' if method == 'mae' else 'cmae', img_size=img_size,

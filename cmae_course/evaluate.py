@@ -25,6 +25,13 @@ from fastai.losses import CrossEntropyLossFlat
 from fastai.metrics import accuracy
 from .data import ViewDataLoader
 from .dist import encoder_of
+from .vit import ViT, VIT_SIZES, heads_for_width
+import copy
+from fastai.learner import ValueMetric
+from .vit import DropPath
+from .data import make_default_dataset, train_valid_split, ViewDataset
+from .checkpoint import latest_checkpoint, load_checkpoint
+from .moco import resnet_small_stem
 from .cli import dashed_argv
 import fastai.callback.progress, fastai.callback.fp16  # patch Learner.no_bar, Learner.to_bf16
 from fastcore.script import call_parse
@@ -399,7 +406,6 @@ def param_groups_lrd(model: nn.Module, weight_decay: float = 0.05, layer_decay: 
 def set_drop_path(encoder: nn.Module, rate: float) -> nn.Module:
     """Stochastic depth for a built ViT: block i gets rate * i / (depth - 1), as timm/MAE
     (linspace(0, rate, depth))."""
-    from cmae_course.vit import DropPath
     dpr = torch.linspace(0, rate, len(encoder.blocks)).tolist()
     for blk, r in zip(encoder.blocks, dpr): blk.drop_path = DropPath(r) if r > 0 else nn.Identity()
     return encoder
@@ -513,7 +519,6 @@ class KNNMonitorCallback(Callback):
         # else in after_validate
         self._when = 'train' if rec is not None and rec.train_metrics else 'validate'
         if self.show and rec is not None and (rec.train_metrics or rec.valid_metrics):
-            from fastai.learner import ValueMetric
             self._metric = ValueMetric(lambda: self.last, 'knn_top1')
             # Recorder (order 50) reads names in its before_fit
             self.learn.metrics = list(self.learn.metrics) + [self._metric]
@@ -566,8 +571,7 @@ def vit_from_state_dict(sd: dict, prefix: str | None = None, num_heads: int | No
                         img_size=None) -> nn.Module:
     """Rebuild a `cmae_course.vit.ViT` from its weights alone: width, patch size, channels, depth,
     MLP ratio and the patch grid are read from tensor shapes; `num_heads` (not visible in shapes)
-    defaults to width // 64 (ViT-Ti/S/B). Loaded strictly."""
-    from cmae_course.vit import ViT
+    defaults to the standard ViT of that width (`vit.heads_for_width`). Loaded strictly."""
     prefix = _encoder_prefix(sd) if prefix is None else prefix
     w = sd[prefix + 'patch_embed.proj.weight']    # (D, C, p, p)
     D, C, p = w.shape[0], w.shape[1], w.shape[2]
@@ -580,7 +584,7 @@ def vit_from_state_dict(sd: dict, prefix: str | None = None, num_heads: int | No
             raise ValueError(f"pos_embed has {L} patches, not a square grid: pass img_size")
         img_size = g * p
     enc = ViT(img_size=img_size, patch_size=p, in_chans=C, embed_dim=D, depth=depth,
-              num_heads=num_heads or max(D // 64, 1), mlp_ratio=mlp_ratio,
+              num_heads=num_heads or heads_for_width(D), mlp_ratio=mlp_ratio,
               qkv_bias=(prefix + 'blocks.0.attn.qkv.bias') in sd)
     own = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
     enc.load_state_dict({k: v for k, v in own.items() if k in enc.state_dict()}, strict=True)
@@ -590,7 +594,6 @@ def resnet_from_state_dict(sd: dict, prefix: str | None = None) -> nn.Module:
     """Rebuild a small-stem ResNet trunk (`cmae_course.moco.resnet_small_stem`, fc removed) from
     MoCo weights: the query encoder ('…encoder.', not 'encoder_k.'); blocks per stage and the block
     type (Bottleneck: resnet50-like) from the keys."""
-    from cmae_course.moco import resnet_small_stem
     prefix = _pick_prefix(sd, 'layer1.0.conv1.weight', 'ResNet') if prefix is None else prefix
     layers = tuple(len({k[len(prefix):].split('.')[1] for k in sd
                         if k.startswith(f'{prefix}layer{s}.')}) for s in range(1, 5))
@@ -609,7 +612,6 @@ def _config_value(cfg: dict, *names):
 def resolve_checkpoint(path) -> Path:
     """A checkpoint file, or the newest `ckpt_eNNNN.pt` (else the newest *.pt / *.pth) in a run
     folder. FileNotFoundError if none."""
-    from cmae_course.checkpoint import latest_checkpoint
     path = Path(path)
     if not path.exists(): raise FileNotFoundError(f"checkpoint: {path} does not exist")
     if path.is_dir():
@@ -627,9 +629,8 @@ def load_encoder(checkpoint) -> tuple[nn.Module, dict]:
     dict, ...}; MAE, CMAE or MoCo), a bare encoder state dict (`encoder.pt`), or an official MAE
     file ({'model': ViT weights}). The architecture is rebuilt from the weights' shapes. Read with
     `torch.load(weights_only=True)`. ViT heads: config 'num_heads', else the preset of config 'arch'
-    (cmae_pretrain's 'vit_tiny' ...), else width // 64. The returned config gets 'encoder_type'
+    (cmae_pretrain's 'vit_tiny' ...), else `vit.heads_for_width`. The returned config gets 'encoder_type'
     ('vit' | 'resnet'), 'source' (the file), 'format'."""
-    from cmae_course.checkpoint import load_checkpoint
     f = resolve_checkpoint(checkpoint)
     if not zipfile.is_zipfile(f):
         raise ValueError(f"checkpoint {f}: not a torch checkpoint "
@@ -645,8 +646,7 @@ def load_encoder(checkpoint) -> tuple[nn.Module, dict]:
         heads = _config_value(cfg, 'num_heads', 'heads')
         # cmae_pretrain's config: arch='vit_tiny', ...
         if heads is None and isinstance(cfg.get('arch'), str):
-            from cmae_course.mae import ARCHS
-            heads = ARCHS.get(cfg['arch'], {}).get('num_heads')
+            heads = VIT_SIZES.get(cfg['arch'], {}).get('num_heads')
         try: enc = vit_from_state_dict(sd, num_heads=heads, img_size=_config_value(cfg, 'img_size'))
         except (KeyError, RuntimeError) as e:
             raise ValueError(f"checkpoint {f}: encoder weights do not fit a ViT "
@@ -672,7 +672,6 @@ def load_eval_data(data=None, img_size: int = 64, seed: int = 0) -> tuple:
     embedded dataset, made once). val = the 'val' split (Tiny-ImageNet layout /
     `<root>/val/<class>/`), else the same held-out 10% of the training images as `cmae_pretrain`
     (`data.train_valid_split`). FileNotFoundError / ValueError name the folder."""
-    from cmae_course.data import make_default_dataset, train_valid_split, ViewDataset
     root = make_default_dataset() if data is None else Path(data)
     if not root.exists(): raise FileNotFoundError(f"data: {root} does not exist")
     tr, va, _ = train_valid_split(root, max(img_size, 64), seed=seed)
@@ -701,8 +700,6 @@ def few_label_finetune(encoder: nn.Module, train_images, val_ds, *, img_size: in
     the training images (`few_label_subset`), with RandomResizedCrop(`scale`) + flip, and score the
     un-augmented `val_ds`. Settings: `FEW_LABEL`, overridden by `kw`. The regime where MAE-style
     pretraining is known to pay off: few labels, all weights trainable."""
-    import copy
-    from cmae_course.data import ViewDataset
     o = {**FEW_LABEL, **kw}
     img_size = img_size or getattr(val_ds, 'img_size', 64)
     sub = few_label_subset(train_images, o['frac'], seed)
@@ -786,7 +783,6 @@ def run_eval(checkpoint, data=None, protocol: str = 'linear', epochs: int | None
                                drop_path=drop_path, **kw)
         out.update(r)
     elif protocol == 'finetune':
-        from cmae_course.data import ViewDataset
         # RandomResizedCrop + flip
         aug = ViewDataset(train_ds.images, 'mae', img_size, scale=(0.08, 1.))
         epochs = 100 if epochs is None else epochs

@@ -4,9 +4,11 @@
 
 # %% ../nbs/16_experiments.ipynb #da3a74ce
 from __future__ import annotations
-import json, os, shlex, statistics, subprocess, sys, tempfile, time
+import json, os, shlex, statistics, subprocess, sys, time
 from pathlib import Path
 from fastcore.script import call_parse
+from .cli import dashed_argv
+from .evaluate import run_eval, load_eval_data, logistic_probe, knn_eval
 
 # %% auto #0
 __all__ = ['ROWS', 'EXTRA_ROWS', 'BASELINES', 'PAPER_TOP1', 'WORKSHOP', 'MAIN_ROWS', 'METRICS', 'TASKS', 'PAPER_RECIPES',
@@ -183,7 +185,6 @@ def _few_label(folder:Path, seed:int, data=None) -> dict:
     `fewlabel.json` beside the run."""
     f = folder/'fewlabel.json'
     if not f.exists():
-        from cmae_course.evaluate import run_eval
         r = run_eval(folder/'encoder.pt', data, 'fewlabel', seed=seed)
         tmp = f.with_name('.fewlabel.json.tmp')
         tmp.write_text(json.dumps(r, indent=1))
@@ -193,8 +194,6 @@ def _few_label(folder:Path, seed:int, data=None) -> dict:
 def raw_pixel_result(seed:int, data=None, img_size:int=32) -> dict:
     """The converged linear probe and kNN on the pixels themselves
     (flattened eval views at `img_size`): the floor of all floors."""
-    import torch
-    from cmae_course.evaluate import load_eval_data, logistic_probe, knn_eval
     train_ds, val_ds, _ = load_eval_data(data, img_size)
     (xtr, ytr), (xva, yva) = (ds.get_batch(range(len(ds))) for ds in (train_ds, val_ds))
     xtr, xva = xtr.flatten(1), xva.flatten(1)
@@ -401,7 +400,6 @@ def paper_commands(data:str='data/tiny-imagenet-200', out:str='runs/paper') -> l
 _typed = sys.argv[1:]
 # accept --n-train for fastcore's --n_train
 if Path(sys.argv[0]).name == 'cmae_experiments':
-    from cmae_course.cli import dashed_argv
     sys.argv[1:] = dashed_argv(sys.argv[1:])
 
 # the default table: every row at half the main job's epochs, one seed (fits 90 min on 2 cores)

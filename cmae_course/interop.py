@@ -9,7 +9,7 @@ import pickle
 import argparse
 from pathlib import Path
 import torch
-from .vit import ViT
+from .vit import ViT, VIT_SIZES
 from .decoders import create_decoder
 from .mae import MAE
 
@@ -38,7 +38,8 @@ def course_to_official_key(key: str) -> str:
     raise ValueError(f"key {key!r} has no official MAE name")
 
 # %% ../nbs/05_interop.ipynb #653ec055
-MAE_HEADS = {192: 3, 384: 6, 768: 12, 1024: 16, 1280: 16}
+# heads of the official MAE encoders by width, from `vit.VIT_SIZES`
+MAE_HEADS = {s['embed_dim']: s['num_heads'] for s in VIT_SIZES.values()}
 
 def _need(sd, keys, what):
     missing = [k for k in keys if k not in sd]

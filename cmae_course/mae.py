@@ -9,7 +9,7 @@ import torch
 from torch import nn
 import matplotlib.pyplot as plt
 from .patching import patchify, unpatchify, mask_to_pixels
-from .vit import ViT
+from .vit import ViT, VIT_SIZES
 from .decoders import create_decoder, count_params, DECODERS
 
 # %% auto #0
@@ -72,11 +72,8 @@ class MAE(nn.Module):
         return self.forward_loss(imgs, pred, mask), pred, mask
 
 # %% ../nbs/04_mae.ipynb #f24f0847
-ARCHS = {'vit_tiny': dict(embed_dim=192, depth=12, num_heads=3),
-         'vit_small': dict(embed_dim=384, depth=12, num_heads=6),
-         'vit_base': dict(embed_dim=768, depth=12, num_heads=12),
-         'vit_large': dict(embed_dim=1024, depth=24, num_heads=16),
-         'vit_huge': dict(embed_dim=1280, depth=32, num_heads=16)}
+# the encoder sizes MAE's names use: `vit.VIT_SIZES`
+ARCHS = VIT_SIZES
 
 def create_mae(arch='vit_tiny', *, img_size=64, patch_size=8, in_chans=3, decoder='transformer',
                dec_dim=512, dec_depth=8, dec_heads=16, mlp_ratio=4., norm_pix_loss=False,

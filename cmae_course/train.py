@@ -26,6 +26,9 @@ from fastai.optimizer import OptimWrapper
 from fastai.torch_core import find_bs
 
 from .dist import unwrap, rank, world_size, is_rank0, momentum_schedule
+from .data import cache_dir
+from fastai.callback.progress import ProgressCallback
+from torch.utils.data import DistributedSampler, RandomSampler
 
 # %% auto #0
 __all__ = ['PRECISIONS', 'LOSS_PARTS', 'TASK_METRICS', 'OPTIMIZERS', 'pick_device', 'cpu_has_native_bf16', 'pick_precision',
@@ -114,7 +117,6 @@ def time_precisions(net:nn.Module, xb:tuple, device, candidates=('fp32', 'bf16')
 
 def precision_cache_file() -> Path:
     "Where measured precision choices are kept: `precision.json` in the course's cache folder."
-    from cmae_course.data import cache_dir
     return cache_dir()/'precision.json'
 
 def calibrate_precision(net:nn.Module, xb:tuple, device='cpu', cache:Path|None|bool=None,
@@ -332,7 +334,6 @@ class PlainEpochTable:
 def plain_progress(learn):
     """No progress bar, one plain line per epoch (see `PlainEpochTable`); for a stdout that is not a
     terminal."""
-    from fastai.callback.progress import ProgressCallback
     if hasattr(learn, 'progress'): learn.remove_cb(ProgressCallback)
     if is_rank0(): learn.logger = PlainEpochTable(learn)
     return learn
@@ -434,7 +435,6 @@ def shard_dl(dl):
                                  persistent_workers=f.persistent_workers,
                                  pin_memory_device=f.pin_memory_device)
         return new
-    from torch.utils.data import DistributedSampler, RandomSampler
     sampler = DistributedSampler(dl.dataset, shuffle=isinstance(dl.sampler, RandomSampler),
                                  drop_last=dl.drop_last)
     return torch.utils.data.DataLoader(dl.dataset, batch_size=dl.batch_size, sampler=sampler,
@@ -526,7 +526,6 @@ def ssl_learner(model:nn.Module, dls:DataLoaders, *, mask_ratio:float=0.75, lr:f
     learn.precision, learn.precision_calibration, learn.accum, learn.opt_steps = (
         prec, calib, accum, 0)
     if not is_rank0():  # one process reports: no bar, no epoch lines elsewhere
-        from fastai.callback.progress import ProgressCallback
         learn.remove_cb(ProgressCallback)
         learn.logger = lambda log: None
     return learn

@@ -10,7 +10,8 @@ from torch import nn, Tensor
 from .patching import random_masking, get_2d_sincos_pos_embed
 
 # %% auto #0
-__all__ = ['PatchEmbed', 'Attention', 'Mlp', 'DropPath', 'Block', 'ViT', 'vit_tiny', 'vit_small', 'vit_base']
+__all__ = ['VIT_SIZES', 'PatchEmbed', 'Attention', 'Mlp', 'DropPath', 'Block', 'ViT', 'heads_for_width', 'vit_tiny', 'vit_small',
+           'vit_base']
 
 # %% ../nbs/02_vit.ipynb #653ee1dc
 def _pair(v) -> tuple[int, int]:
@@ -182,14 +183,27 @@ class ViT(nn.Module):
         return self.forward_tokens(self.embed(imgs), return_attn=return_attn)
 
 # %% ../nbs/02_vit.ipynb #7303c5a0
+# the standard ViT sizes: every other table in the course (MAE names, official checkpoints, rebuilding
+# an encoder from its weights) reads this one
+VIT_SIZES = {'vit_tiny': dict(embed_dim=192, depth=12, num_heads=3),
+             'vit_small': dict(embed_dim=384, depth=12, num_heads=6),
+             'vit_base': dict(embed_dim=768, depth=12, num_heads=12),
+             'vit_large': dict(embed_dim=1024, depth=24, num_heads=16),
+             'vit_huge': dict(embed_dim=1280, depth=32, num_heads=16)}
+
+def heads_for_width(embed_dim: int) -> int:
+    "Attention heads of the standard ViT of this width (`VIT_SIZES`), else one head per 64 channels."
+    return next((s['num_heads'] for s in VIT_SIZES.values() if s['embed_dim'] == embed_dim),
+                max(embed_dim // 64, 1))
+
 def vit_tiny(**kwargs) -> ViT:
     "ViT-Ti: width 192, depth 12, 3 heads (default 64 px, patch 8)."
-    return ViT(**{**dict(embed_dim=192, depth=12, num_heads=3), **kwargs})
+    return ViT(**{**VIT_SIZES['vit_tiny'], **kwargs})
 
 def vit_small(**kwargs) -> ViT:
     "ViT-S: width 384, depth 12, 6 heads (default 64 px, patch 8)."
-    return ViT(**{**dict(embed_dim=384, depth=12, num_heads=6), **kwargs})
+    return ViT(**{**VIT_SIZES['vit_small'], **kwargs})
 
 def vit_base(**kwargs) -> ViT:
     "ViT-B: width 768, depth 12, 12 heads (default 64 px, patch 8)."
-    return ViT(**{**dict(embed_dim=768, depth=12, num_heads=12), **kwargs})
+    return ViT(**{**VIT_SIZES['vit_base'], **kwargs})
