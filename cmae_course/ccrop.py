@@ -12,7 +12,7 @@ import torch.distributed as dist
 from torch import nn, Tensor
 from torch.utils.data import DataLoader, Subset
 from fastai.callback.core import Callback
-from .data import eval_view
+from .data import eval_view, draw_box
 from .dist import dist_info, encoder_of
 
 # %% auto #0
@@ -236,22 +236,6 @@ def box_iou_table(
     return pd.DataFrame.from_dict(rows, orient='index', columns=[f'k={k}' for k in ks])
 
 # %% ../nbs/06_ccrop.ipynb #c025
-def _draw_box(ax, box, W, H, color, ls='-'):
-    import matplotlib.patches as patches
-    if torch.isnan(box).any(): return
-    x0, y0, x1, y1 = box.tolist()
-    ax.add_patch(
-        patches.Rectangle(
-            (x0 * W - 0.5, y0 * H - 0.5),
-            (x1 - x0) * W,
-            (y1 - y0) * H,
-            fill=False,
-            color=color,
-            lw=1.5,
-            ls=ls,
-        )
-    )
-
 def show_ccrop(
     encoder: nn.Module,
     eval_ds,
@@ -287,11 +271,11 @@ def show_ccrop(
         if mean is not None:
             img = img * torch.tensor(std)[:, None, None] + torch.tensor(mean)[:, None, None]
         axs[r, 0].imshow(img.clamp(0, 1).permute(1, 2, 0))
-        if tb is not None: _draw_box(axs[r, 0], tb[i], W, H, 'lime')
+        if tb is not None: draw_box(axs[r, 0], tb[i], (W, H), 'lime')
         for c, s in enumerate(sources, 1):
             axs[r, c].imshow(hms[s][r], cmap='magma', vmin=0, vmax=1)
-            _draw_box(axs[r, c], boxes_from_heatmap(hms[s][r:r + 1], k)[0], W, H, 'yellow', '--')
-            if tb is not None: _draw_box(axs[r, c], tb[i], W, H, 'lime')
+            draw_box(axs[r, c], boxes_from_heatmap(hms[s][r:r + 1], k)[0], (W, H), 'yellow', '--')
+            if tb is not None: draw_box(axs[r, c], tb[i], (W, H), 'lime')
             if r == 0: axs[r, c].set_title(s, fontsize=7)
         if r == 0: axs[r, 0].set_title('image, true box', fontsize=7)
     for ax in axs.flat: ax.set_axis_off()

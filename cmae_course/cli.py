@@ -22,7 +22,7 @@ import random
 import numpy as np
 from . import vit, decoders, data
 from .patching import patchify, unpatchify
-from .data import ViewDataset, eval_view, denormalize
+from .data import ViewDataset, eval_view, denormalize, draw_box
 from .decoders import DECODERS
 from .mae import MAE
 from .interop import load_official_mae
@@ -291,7 +291,7 @@ def plot_reconstructions(model, imgs, mask_ratio=0.75, fname=None, denorm=None):
 
 def plot_heatmaps(encoder, imgs, true_boxes=None, source='features', k=0.1, fname=None):
     "Images with their ContrastiveCrop heatmap, the box from it (yellow) and the true box (lime)."
-    import matplotlib.pyplot as plt, matplotlib.patches as patches
+    import matplotlib.pyplot as plt    # matplotlib only where a figure is drawn
     # eval mode and no_grad inside, modes restored
     hm = heatmap(encoder, imgs, source).float().cpu()
     boxes, n, S = boxes_from_heatmap(hm, k), len(imgs), imgs.shape[-1]
@@ -301,12 +301,8 @@ def plot_heatmaps(encoder, imgs, true_boxes=None, source='features', k=0.1, fnam
         axs[1, i].imshow(hm[i].numpy(), cmap='inferno', vmin=0, vmax=1)
         for ax in axs[:, i]:
             ax.axis('off')
-            for b, col in ((boxes[i], 'yellow'),
-                           (None if true_boxes is None else true_boxes[i], 'lime')):
-                if b is None or torch.isnan(b).any(): continue
-                x0, y0, x1, y1 = (float(v) * S for v in b)
-                ax.add_patch(patches.Rectangle((x0 - .5, y0 - .5), x1 - x0, y1 - y0, fill=False,
-                                               color=col, lw=1.2))
+            draw_box(ax, boxes[i], S, 'yellow', lw=1.2)
+            draw_box(ax, None if true_boxes is None else true_boxes[i], S, 'lime', lw=1.2)
     axs[0, 0].set_title(f'heatmap: {source}, k={k}', fontsize=7, loc='left')
     fig.tight_layout(pad=0.2)
     if fname: fig.savefig(fname); plt.close(fig)

@@ -23,7 +23,7 @@ __all__ = ['SHAPES', 'COLOURS', 'TEXTURES', 'CLASS_SHAPES', 'GEN_VERSION', 'IMG_
            'contrastive_crop_params', 'BoxTable', 'interp_matrix', 'resized_crops', 'hue_matrix', 'color_matrix',
            'apply_color', 'color_jitter', 'random_grayscale', 'normalize', 'denormalize', 'box_in_view', 'ViewDataset',
            'eval_view', 'ViewDataLoader', 'train_valid_split', 'pretrain_dataloaders', 'mae_dataloaders',
-           'cmae_dataloaders', 'eval_dataloaders', 'eval_dataloader', 'show_batch']
+           'cmae_dataloaders', 'eval_dataloaders', 'eval_dataloader', 'draw_box', 'show_batch']
 
 # %% ../nbs/00_data.ipynb #dcfadcfa
 SHAPES = ('disk', 'square', 'triangle', 'ring', 'cross', 'star', 'diamond', 'hexagon', 'crescent',
@@ -909,12 +909,15 @@ def eval_dataloader(ds, bs=256, num_workers=0, device=None, img_size=None):
                           device=default_device() if device is None else device)
 
 # %% ../nbs/00_data.ipynb #e8cf83f5
-def _draw_box(ax, b, S, color, ls='-'):
-    import matplotlib.patches as patches
-    if torch.isnan(b).any(): return
-    x0, y0, x1, y1 = (float(v)*S for v in b)
-    ax.add_patch(patches.Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False,
-                                   color=color, lw=1.5, ls=ls))
+def draw_box(ax, box, size, color, ls='-', lw=1.5):
+    """Draw a relative `(x0, y0, x1, y1)` box on an image axis of `size` pixels (an int, or
+    `(W, H)`); a box with NaNs (no true box) draws nothing. Every box figure of the course uses it."""
+    import matplotlib.patches as patches    # matplotlib only where a figure is drawn
+    if box is None or torch.isnan(torch.as_tensor(box)).any(): return
+    W, H = (size, size) if isinstance(size, int) else size
+    x0, y0, x1, y1 = (float(v) for v in box)
+    ax.add_patch(patches.Rectangle((x0 * W - 0.5, y0 * H - 0.5), (x1 - x0) * W, (y1 - y0) * H,
+                                   fill=False, color=color, lw=lw, ls=ls))
 
 def show_batch(ds, n=8, idxs=None, boxes=True, seed=0, title=True):
     """Draw `n` items of `ViewDataset` `ds` (rows: view 1, view 2, ...), with the annotated object
@@ -938,8 +941,8 @@ def show_batch(ds, n=8, idxs=None, boxes=True, seed=0, title=True):
             ax.imshow(denormalize(out[v][k], ds.mean, ds.std).permute(1, 2, 0).numpy())
             ax.axis('off')
             if boxes:
-                _draw_box(ax, tb[k], S, 'lime')
-                if ds.use_box: _draw_box(ax, cb[k], S, 'yellow', '--')
+                draw_box(ax, tb[k], S, 'lime')
+                if ds.use_box: draw_box(ax, cb[k], S, 'yellow', '--')
             if title and v == 0 and int(out[-1][k]) >= 0:
                 ax.set_title(str(ds.classes[int(out[-1][k])])[:14], fontsize=6)
         if ds.n_views > 1:
