@@ -32,6 +32,7 @@ from .vit import DropPath
 from .data import make_default_dataset, train_valid_split, ViewDataset
 from .checkpoint import latest_checkpoint, load_checkpoint
 from .moco import resnet_small_stem
+from .interop import vit_shapes
 from .cli import dashed_argv
 import fastai.callback.progress, fastai.callback.fp16  # patch Learner.no_bar, Learner.to_bf16
 from fastcore.script import call_parse
@@ -573,20 +574,9 @@ def vit_from_state_dict(sd: dict, prefix: str | None = None, num_heads: int | No
     MLP ratio and the patch grid are read from tensor shapes; `num_heads` (not visible in shapes)
     defaults to the standard ViT of that width (`vit.heads_for_width`). Loaded strictly."""
     prefix = _encoder_prefix(sd) if prefix is None else prefix
-    w = sd[prefix + 'patch_embed.proj.weight']    # (D, C, p, p)
-    D, C, p = w.shape[0], w.shape[1], w.shape[2]
-    depth = len({k[len(prefix):].split('.')[1] for k in sd if k.startswith(prefix + 'blocks.')})
-    mlp_ratio = sd[prefix + 'blocks.0.mlp.fc1.weight'].shape[0] / D
-    L = sd[prefix + 'pos_embed'].shape[1] - 1
-    if img_size is None:
-        g = math.isqrt(L)
-        if g * g != L:
-            raise ValueError(f"pos_embed has {L} patches, not a square grid: pass img_size")
-        img_size = g * p
-    enc = ViT(img_size=img_size, patch_size=p, in_chans=C, embed_dim=D, depth=depth,
-              num_heads=num_heads or heads_for_width(D), mlp_ratio=mlp_ratio,
-              qkv_bias=(prefix + 'blocks.0.attn.qkv.bias') in sd)
     own = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
+    cfg = vit_shapes(own, img_size)         # the shapes, read as for an official MAE checkpoint
+    enc = ViT(**cfg, num_heads=num_heads or heads_for_width(cfg['embed_dim']))
     enc.load_state_dict({k: v for k, v in own.items() if k in enc.state_dict()}, strict=True)
     return enc
 

@@ -14,9 +14,9 @@ from .decoders import create_decoder
 from .mae import MAE
 
 # %% auto #0
-__all__ = ['MAE_HEADS', 'TIMM_PRESETS', 'official_to_course_key', 'course_to_official_key', 'official_encoder_config',
-           'official_mae_config', 'read_state_dict', 'load_strict', 'load_official_mae', 'load_official_encoder',
-           'export_official_mae', 'timm_config', 'export_timm']
+__all__ = ['MAE_HEADS', 'TIMM_PRESETS', 'official_to_course_key', 'course_to_official_key', 'vit_shapes',
+           'official_encoder_config', 'official_mae_config', 'read_state_dict', 'load_strict', 'load_official_mae',
+           'load_official_encoder', 'export_official_mae', 'timm_config', 'export_timm']
 
 # %% ../nbs/05_interop.ipynb #8ffdd57e
 _DEC_MAP = {'mask_token': 'decoder.mask_token', 'decoder_pos_embed': 'decoder.pos_embed',
@@ -48,26 +48,36 @@ def _need(sd, keys, what):
 def _depth(sd, prefix):
     return 1 + max((int(m[1]) for k in sd if (m := re.match(rf'{prefix}\.(\d+)\.', k))), default=-1)
 
-def official_encoder_config(sd, num_heads=None) -> dict:
-    """ViT kwargs (img_size, patch_size, in_chans, embed_dim, depth, num_heads, mlp_ratio) from an
-    official MAE state dict."""
+def vit_shapes(sd, img_size=None) -> dict:
+    """The ViT kwargs that a state dict's tensor shapes fix (img_size, patch_size, in_chans,
+    embed_dim, depth, mlp_ratio, qkv_bias; not num_heads, which no shape shows). `img_size`
+    (given: any grid; default: a square grid is assumed)."""
     _need(sd, ['patch_embed.proj.weight', 'pos_embed'], 'checkpoint')
     D, C, p, p2 = sd['patch_embed.proj.weight'].shape
     L = sd['pos_embed'].shape[1] - 1
     g = int(round(L ** .5))
-    if p != p2 or g * g != L:
+    if p != p2 or (img_size is None and g * g != L):
         raise ValueError("checkpoint: expected square patches and a square grid, got patch "
-                         f"{p}x{p2}, {L} patches")
+                         f"{p}x{p2}, {L} patches (pass img_size for another grid)")
     depth = _depth(sd, 'blocks')
     if depth < 1: raise ValueError("checkpoint: no 'blocks.N.*' keys found")
     _need(sd, ['blocks.0.mlp.fc1.weight'], 'checkpoint')
+    return dict(img_size=g * p if img_size is None else img_size, patch_size=p, in_chans=C,
+                embed_dim=D, depth=depth, mlp_ratio=sd['blocks.0.mlp.fc1.weight'].shape[0] / D,
+                qkv_bias='blocks.0.attn.qkv.bias' in sd)
+
+def official_encoder_config(sd, num_heads=None) -> dict:
+    """ViT kwargs (img_size, patch_size, in_chans, embed_dim, depth, num_heads, mlp_ratio) from an
+    official MAE state dict."""
+    cfg = vit_shapes(sd)
+    del cfg['qkv_bias']                                     # always True in MAE
+    D = cfg['embed_dim']
     if num_heads is None:
         if D not in MAE_HEADS:
             raise ValueError(f"checkpoint: embed dim {D} is not an MAE preset {list(MAE_HEADS)}; "
                              "pass num_heads=")
         num_heads = MAE_HEADS[D]
-    return dict(img_size=g * p, patch_size=p, in_chans=C, embed_dim=D, depth=depth,
-                num_heads=num_heads, mlp_ratio=sd['blocks.0.mlp.fc1.weight'].shape[0] / D)
+    return dict(cfg, num_heads=num_heads)
 
 def official_mae_config(sd, num_heads=None, decoder_num_heads=None) -> dict:
     """`official_encoder_config` plus decoder_dim, decoder_depth, decoder_num_heads (default 16),
