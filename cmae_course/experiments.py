@@ -342,24 +342,23 @@ def _task(d:dict) -> str:
     return '; '.join(parts)
 
 def table_markdown(runs:list[dict], paper:bool=True, tasks:bool=True) -> str:
-    """Markdown table: row, what changes, probe / kNN / few-label top-1 in % as mean (seed values),
-    the tasks' own metrics (`tasks`), train seconds, the paper's number (`paper`)."""
+    """Markdown table: row, what changes, probe / kNN / few-label top-1 in % as mean (seed values;
+    the few-label column only if some run has it), the tasks' own metrics (`tasks`), train seconds,
+    the paper's number (`paper`)."""
     what = {k: v[0] for k, v in {**BASELINES, **ROWS, **EXTRA_ROWS}.items()}
+    rows = summarize(runs)
+    fewlabel = any(v is not None for d in rows for v in d['fewlabel'])
     head = (
-        '| row | what changes | linear probe top-1 % | kNN top-1 % | few-label fine-tune top-1 % |'
+        '| row | what changes | linear probe top-1 % | kNN top-1 % |'
+        + (' few-label fine-tune top-1 % |' if fewlabel else '')
         + (' tasks at the end, % |' if tasks else '')
         + ' train s |'
         + (' paper top-1 % |' if paper else '')
     )
     lines = [head, '|' + '---|' * (head.count('|') - 1)]
-    for d in summarize(runs):
-        cells = [
-            d['row'],
-            what.get(d['row'], ''),
-            _cell(d['linear']),
-            _cell(d['knn']),
-            _cell(d['fewlabel']),
-        ]
+    for d in rows:
+        cells = [d['row'], what.get(d['row'], ''), _cell(d['linear']), _cell(d['knn'])]
+        if fewlabel: cells.append(_cell(d['fewlabel']))
         if tasks: cells.append(_task(d))
         cells.append(f"{statistics.fmean(d['train_s']):.0f}")
         if paper: cells.append(f"{PAPER_TOP1[d['row']]:.2f}" if d['row'] in PAPER_TOP1 else '')
