@@ -27,7 +27,7 @@ from .decoders import DECODERS
 from .mae import MAE
 from .interop import load_official_mae
 from .ccrop import parse_source, heatmap, boxes_from_heatmap, BoxRefreshCallback
-from .dist import unwrap, is_rank0, world_size, local_only
+from .dist import unwrap, is_rank0, local_only
 from .location import LOC_LOSSES
 from .cmae import CMAE
 from .train import (pick_device, pick_precision, PRECISIONS, ssl_learner, fit_ssl,
