@@ -88,6 +88,12 @@ EXTRA_ROWS = {
         "lambda_ctr = 0; the paper's literal task: every scored token keeps its PE",
         dict(method='cmae', lambda_ctr=0.0, loc_mode='paper'),
     ),
+    # is it the task or the position dropout? The PEs of 75% of the visible tokens are dropped as in
+    # CMAE, but the location loss weighs 1e-4: the head still trains, the encoder gets no signal
+    'CMAE, PE dropout only': (
+        'position dropout as CMAE (75% of visible tokens), location loss weight 1e-4 (no task)',
+        dict(method='cmae', lambda_loc=1e-4),
+    ),
     'location, paper, L2 loss': (
         "lambda_ctr = 0; the literal task with Eq. 5's L2 loss on the softmax",
         dict(method='cmae', lambda_ctr=0.0, loc_mode='paper', loc_loss='l2'),
