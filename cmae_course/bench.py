@@ -59,7 +59,7 @@ def build_bench_model(method='mae', arch='vit_base', *, img_size=64, patch_size=
 
 def _loss(model, imgs, method):
     out = model(imgs) if method == 'mae' else model(imgs, imgs.roll(1, dims=-1))
-    return out[0] if isinstance(out, tuple) else out['loss']
+    return out['loss']
 
 def _momentum(model, method):
     if method == 'cmae' and hasattr(model, 'momentum_update'): model.momentum_update(0.996)

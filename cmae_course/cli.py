@@ -264,7 +264,7 @@ def reconstruct(model:nn.Module, imgs:torch.Tensor, mask_ratio:float=0.75, seed:
            if hasattr(model, 'momentum_update')
            else model(imgs, mask_ratio=mask_ratio, noise=noise))
     model.train(was)
-    pred, mask = (out['pred'], out['mask']) if isinstance(out, dict) else out[1:]
+    pred, mask = out['pred'], out['mask']
     pred = pred.float()
     if getattr(model, 'norm_pix_loss', False):    # the model predicts per-patch normalised pixels
         t = patchify(imgs, p)
@@ -462,24 +462,29 @@ def _dashed(a:str) -> str:
     no = name.startswith('no-')    # fastcore spells a negated bool `--no-<name>`
     return '--' + 'no-' * no + name[3 * no:].replace('-', '_') + eq + val
 
-def dashed_argv(argv:list[str]) -> list[str]:
+def dashed_argv(argv:list[str], switches:tuple=()) -> list[str]:
     """Accept `--img-size` for fastcore's `--img_size` (and `--opt=x` forms) in every course
-    command; `--no-<flag>` stays `--no-` and the rest of its name gets underscores."""
-    # '--x 1' is a value, not an option
-    return [_dashed(a) if a.startswith('--') and ' ' not in a else a for a in argv]
-
-def cli_argv(argv:list[str]) -> list[str]:
-    "`dashed_argv`, and `--ccrop` / `--no-ccrop` for `--ccrop on|off`."
+    command; `--no-<flag>` stays `--no-` and the rest of its name gets underscores. Each name in
+    `switches` is an on/off option: `--name` means `--name on`, `--no-name` `--name off`, and
+    `--name <value>` stays (the command checks the value)."""
     out, i = [], 0
     while i < len(argv):
         a = argv[i]
-        if a in ('--ccrop', '--no-ccrop', '--no_ccrop'):
+        name = a[2:].replace('_', '-')
+        if a.startswith('--') and name.removeprefix('no-') in switches and '=' not in a:
+            flag = '--' + name.removeprefix('no-').replace('-', '_')
             nxt = argv[i + 1] if i + 1 < len(argv) else None
-            if a == '--ccrop' and nxt in ('on', 'off', 'auto'): out += [a, nxt]; i += 2; continue
-            out += ['--ccrop', 'on' if a == '--ccrop' else 'off']
-        else: out.append(a)
+            if not name.startswith('no-') and nxt is not None and not nxt.startswith('-'):
+                out += [flag, nxt]; i += 2; continue
+            out += [flag, 'off' if name.startswith('no-') else 'on']
+        # '--x 1' is a value, not an option
+        else: out.append(_dashed(a) if a.startswith('--') and ' ' not in a else a)
         i += 1
-    return dashed_argv(out)
+    return out
+
+def cli_argv(argv:list[str]) -> list[str]:
+    "`dashed_argv` with `--ccrop` / `--no-ccrop` for `--ccrop on|off`."
+    return dashed_argv(argv, switches=('ccrop',))
 
 if Path(sys.argv[0]).name in ('cmae_pretrain', 'cli.py'): sys.argv[1:] = cli_argv(sys.argv[1:])
 

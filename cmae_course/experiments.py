@@ -405,7 +405,7 @@ def paper_commands(data:str='data/tiny-imagenet-200', out:str='runs/paper') -> l
 _typed = sys.argv[1:]
 # accept --n-train for fastcore's --n_train
 if Path(sys.argv[0]).name == 'cmae_experiments':
-    sys.argv[1:] = dashed_argv(sys.argv[1:])
+    sys.argv[1:] = dashed_argv(sys.argv[1:], switches=('fewlabel',))
 
 # the default table: every row at half the main job's epochs, one seed (fits 90 min on 2 cores)
 TABLE_BUDGET = dict(epochs=5)
@@ -423,7 +423,9 @@ def cmae_experiments(
     n_train:int=None,           # override the preset's training images for every row
     # the main comparison instead: untrained ViT, MAE, CMAE at the main job's budget, 3 seeds
     main:bool=False,
-    fewlabel:bool=True,         # skip few-label fine-tuning (the slowest evaluation)
+    # few-label fine-tuning (the slowest evaluation): --fewlabel | --no-fewlabel (default: on with
+    # --main, off for the table, where ResNet rows alone would take it past 90 min of 2 cores)
+    fewlabel:str='auto',
     # skip the floor rows (raw pixels, untrained encoders) unless --rows names them
     baselines:bool=True,
     # extra cmae_pretrain options for every row, e.g. "--lambda-ctr 1" (a row's own options win)
@@ -444,6 +446,8 @@ def cmae_experiments(
         )
         if data is not None and not Path(data).is_dir():
             raise ValueError(f"--data {data}: no such folder")
+        if fewlabel not in ('auto', 'on', 'off'):
+            raise ValueError(f"--fewlabel {fewlabel!r}: expected on, off or auto")
         budget = {} if main else dict(TABLE_BUDGET)
         if epochs is not None: budget['epochs'] = epochs
         out = out or ('runs/main' if main else 'runs/experiments')
@@ -453,7 +457,7 @@ def cmae_experiments(
             seed_list,
             out,
             baselines=baselines and not main,
-            fewlabel=fewlabel,
+            fewlabel=fewlabel == 'on' or (fewlabel == 'auto' and main),
             data=data,
             n_train=n_train,
             figures=False,

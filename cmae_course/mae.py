@@ -39,8 +39,8 @@ def unnormalize_patches(pred, target, eps=1e-6):
 class MAE(nn.Module):
     """Masked autoencoder. encoder: a `ViT` (needs `forward_encoder`, `patch_size`, `grid_size`,
     `num_patches`, `in_chans`); decoder: from `create_decoder`. forward(imgs (N, C, H, W),
-    mask_ratio, noise (N, L) or None) -> loss (scalar), pred (N, L, p*p*C), mask (N, L) with 1 =
-    removed."""
+    mask_ratio, noise (N, L) or None) -> dict: `loss` (scalar), `rec` (the same: its one part),
+    `pred` (N, L, p*p*C), `mask` (N, L) with 1 = removed."""
     def __init__(self, encoder, decoder, norm_pix_loss=False):
         super().__init__()
         if decoder.num_patches != encoder.num_patches:
@@ -69,7 +69,8 @@ class MAE(nn.Module):
         latent, mask, ids_restore = self.encoder.forward_encoder(imgs,
                                                                  mask_ratio=mask_ratio, noise=noise)
         pred = self.decoder(latent, ids_restore)
-        return self.forward_loss(imgs, pred, mask), pred, mask
+        loss = self.forward_loss(imgs, pred, mask)
+        return dict(loss=loss, rec=loss, pred=pred, mask=mask)
 
 # %% ../nbs/04_mae.ipynb #f24f0847
 # the encoder sizes MAE's names use: `vit.VIT_SIZES`
@@ -127,8 +128,9 @@ def reconstruct(model, imgs, mask_ratio=0.75, noise=None) -> dict:
     rec), each (N, C, H, W); 'mask' (N, 1, H, W), 1 = removed; 'loss'."""
     was_training = model.training
     model.eval()
-    try: loss, pred, mask = model(imgs, mask_ratio=mask_ratio, noise=noise)
+    try: out = model(imgs, mask_ratio=mask_ratio, noise=noise)
     finally: model.train(was_training)
+    loss, pred, mask = out['loss'], out['pred'], out['mask']
     p, hw = model.patch_size, model.grid_size
     if model.norm_pix_loss: pred = unnormalize_patches(pred.float(), patchify(imgs, p).float())
     rec = unpatchify(pred.to(imgs.dtype), p, hw=hw, c=imgs.shape[1])

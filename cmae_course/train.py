@@ -174,12 +174,8 @@ class SSLModel(nn.Module):
     def encoder(self): return self.model.encoder
     def forward(self, *xb):
         out = self.model(*xb, mask_ratio=self.mask_ratio, **self.forward_kwargs)
-        if isinstance(out, tuple):                              # MAE: (loss, pred, mask)
-            loss, pred, mask = out
-            out = dict(loss=loss, rec=loss, pred=pred, mask=mask)
         if not (isinstance(out, dict) and 'loss' in out):
-            raise TypeError("the wrapped model must return a dict with 'loss' "
-                            "or MAE's (loss, pred, mask)")
+            raise TypeError("the wrapped model must return a dict with 'loss' (and its parts)")
         return out
     def momentum_update(self, m:float):
         if hasattr(self.model, 'momentum_update'): self.model.momentum_update(m)

@@ -47,6 +47,10 @@ def test_cli_argv_spellings():
     assert cli_argv(['--img-size', '32', '--no-ccrop', '--lambda-ctr=0.5']) == ['--img_size', '32', '--ccrop', 'off', '--lambda_ctr=0.5']
     assert cli_argv(['--ccrop', '--bs', '8']) == ['--ccrop', 'on', '--bs', '8']
     assert cli_argv(['--ccrop', 'auto', '--no-probe']) == ['--ccrop', 'auto', '--no-probe']
+    assert cli_argv(['--no_ccrop', '--ccrop', 'maybe']) == ['--ccrop', 'off', '--ccrop', 'maybe']   # the command rejects 'maybe'
+    from cmae_course.cli import dashed_argv
+    assert dashed_argv(['--no-fewlabel', '--fewlabel', '--n-train', '3'], switches=('fewlabel',)) == [
+        '--fewlabel', 'off', '--fewlabel', 'on', '--n_train', '3']
 
 
 def test_tiny_cmae_run_writes_outputs(tmp_path):

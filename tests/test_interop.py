@@ -159,6 +159,7 @@ def test_official_checkpoint_matches_reference(tmp_path, cfg, norm_pix_loss):
     noise = torch.rand(3, ours.encoder.num_patches)
     with torch.no_grad():
         expected, got = ref(imgs, 0.75, noise), ours(imgs, mask_ratio=0.75, noise=noise)
+        got = got['loss'], got['pred'], got['mask']     # the reference returns this tuple
     d = max_diffs(expected, got)
     print(f'\n[{cfg}{", unfused oracle" if c.get("unfused") else ""}, norm_pix_loss={norm_pix_loss}] max abs diff vs reference MAE: loss {d[0]:.2e}  pred {d[1]:.2e}  mask {d[2]:.0e}')
     assert torch.equal(expected[2], got[2])

@@ -81,5 +81,7 @@ def test_experiments_bad_input(tmp_path):
     assert r.returncode != 0 and 'no such folder' in r.stderr
     r = run(BIN / 'cmae_experiments', '--n-train', '0', '--rows', 'CMAE++', '--out', tmp_path)      # dashed option accepted
     assert "row 'CMAE++': unknown" in r.stderr
+    r = run(BIN / 'cmae_experiments', '--fewlabel', 'maybe', '--out', tmp_path)
+    assert r.returncode != 0 and "--fewlabel 'maybe': expected on, off or auto" in r.stderr
     r = run(BIN / 'cmae_experiments', '--paper')
     assert r.returncode == 0 and r.stdout.count('cmae_pretrain --preset paper') == 4 and '--epochs 500 --bs 512' in r.stdout
