@@ -4,14 +4,13 @@
 
 # %% ../nbs/12_cli.ipynb #156e0454
 from __future__ import annotations
-import json, math, os, sys, tempfile, time, warnings
+import json, os, sys, tempfile, time, warnings
 from pathlib import Path
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 import torch.distributed as dist
-from fastcore.script import call_parse, is_cli
+from fastcore.script import call_parse, is_cli, _run_cli   # _run_cli: how call_parse runs a script (fastcore < 2)
 
 # fastai's import warns that `torch.jit.script` is deprecated: noise for a CLI user, so it is
 # silenced before fastai loads
@@ -30,18 +29,18 @@ from .ccrop import parse_source, heatmap, boxes_from_heatmap, BoxRefreshCallback
 from .dist import unwrap, is_rank0, local_only
 from .location import LOC_LOSSES
 from .cmae import CMAE
-from .train import (pick_device, pick_precision, PRECISIONS, ssl_learner, fit_ssl,
+from .train import (pick_device, PRECISIONS, ssl_learner, fit_ssl,
                                lr_from_blr, init_distributed, NonFiniteLossError, OPTIMIZERS,
                                plain_progress, InjectNaN)
 from .moco import create_moco, auto_queue_size, MoCoBlur
 from .checkpoint import (SaveCheckpoints, ResumeState, latest_checkpoint,
-                                    load_checkpoint, restore_learner, atomic_save, write_metrics)
+                                    load_checkpoint, restore_learner, atomic_save)
 
 # %% auto #0
 __all__ = ['PRESETS', 'DEFAULTS', 'ARCHS', 'METHODS', 'METHOD_DEFAULTS', 'CCROP_SOURCES', 'LOC_MODES', 'is_moco',
            'resolve_config', 'build_model', 'cmae_kwargs', 'build_data', 'plot_losses', 'reconstruct',
            'plot_reconstructions', 'plot_heatmaps', 'DataError', 'pretrain', 'print_summary', 'dashed_argv', 'cli_argv',
-           'cmae_pretrain']
+           'cmae_pretrain', 'main']
 
 # %% ../nbs/12_cli.ipynb #fb3b9c6f
 PRESETS = dict(
@@ -238,7 +237,7 @@ def build_data(c:dict, device:torch.device):
 # %% ../nbs/12_cli.ipynb #5a6028f3
 def plot_losses(history:list, fname=None):
     "One panel per logged loss part over epochs, from the `metrics.json` history."
-    import matplotlib; import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt
     parts = [k for k in ('loss', 'rec', 'ctr', 'loc') if any(r.get(k) is not None for r in history)]
     if 'train_loss' in (history[0] if history else {}) and 'loss' not in parts:
         parts = ['train_loss'] + parts
@@ -486,7 +485,8 @@ def cli_argv(argv:list[str]) -> list[str]:
     "`dashed_argv` with `--ccrop` / `--no-ccrop` for `--ccrop on|off`."
     return dashed_argv(argv, switches=('ccrop',))
 
-if Path(sys.argv[0]).name in ('cmae_pretrain', 'cli.py'): sys.argv[1:] = cli_argv(sys.argv[1:])
+# `python -m cmae_course.cli`: fastcore parses at decoration time, so the spellings are fixed first
+if __name__ == '__main__': sys.argv[1:] = cli_argv(sys.argv[1:])
 
 def _exit(msg):
     """Exit with status 1 after writing `msg` and its newline to stderr in one write, so that the
@@ -568,3 +568,10 @@ def cmae_pretrain(
         raise
     # a console script's return value becomes its exit status
     return None if is_cli(cmae_pretrain) else summary
+
+def main():
+    """The `cmae_pretrain` console script: the course's option spellings (`cli_argv`), then
+    fastcore's parser, as `call_parse` runs a script."""
+    sys.argv[1:] = cli_argv(sys.argv[1:])
+    return _run_cli(cmae_pretrain.__wrapped__, False)
+

@@ -35,7 +35,7 @@ from .moco import resnet_small_stem
 from .interop import vit_shapes
 from .cli import dashed_argv
 import fastai.callback.progress, fastai.callback.fp16  # patch Learner.no_bar, Learner.to_bf16
-from fastcore.script import call_parse
+from fastcore.script import call_parse, _run_cli
 
 # %% auto #0
 __all__ = ['PROBE_OPTS', 'PROBE_WDS', 'PROTOCOLS', 'READOUT', 'FEW_LABEL', 'is_vit', 'feature_fn', 'extract_features',
@@ -43,7 +43,7 @@ __all__ = ['PROBE_OPTS', 'PROBE_WDS', 'PROTOCOLS', 'READOUT', 'FEW_LABEL', 'is_v
            'single_thread', 'linear_head', 'linear_probe', 'standardize', 'fit_logistic', 'logistic_probe', 'layer_id',
            'param_groups_lrd', 'set_drop_path', 'Classifier', 'LayerDecayLR', 'finetune', 'KNNMonitorCallback',
            'vit_from_state_dict', 'resnet_from_state_dict', 'resolve_checkpoint', 'load_encoder', 'load_eval_data',
-           'few_label_subset', 'few_label_finetune', 'evaluate_encoder', 'run_eval', 'cmae_eval']
+           'few_label_subset', 'few_label_finetune', 'evaluate_encoder', 'run_eval', 'cmae_eval', 'main']
 
 # %% ../nbs/13_eval.ipynb #567a5c00
 def is_vit(m: nn.Module) -> bool:
@@ -801,8 +801,8 @@ def run_eval(checkpoint, data=None, protocol: str = 'linear', epochs: int | None
     out['seconds'] = round(time.time() - t0, 2)
     return out
 
-# accept --cache-dir for fastcore's --cache_dir, as every course command does (`cli.dashed_argv`)
-if Path(sys.argv[0]).name == 'cmae_eval': sys.argv[1:] = dashed_argv(sys.argv[1:])
+# `python -m cmae_course.evaluate`: fastcore parses at decoration time, so the spellings are fixed first
+if __name__ == '__main__': sys.argv[1:] = dashed_argv(sys.argv[1:])
 
 @call_parse
 def cmae_eval(
@@ -834,3 +834,10 @@ def cmae_eval(
     # returns None: the console-script stub calls sys.exit(cmae_eval()), and a returned dict would
     # exit 1
     print(json.dumps(res))
+
+def main():
+    """The `cmae_eval` console script: accepts `--cache-dir` for fastcore's `--cache_dir`, as every
+    course command does (`cli.dashed_argv`), then fastcore's parser."""
+    sys.argv[1:] = dashed_argv(sys.argv[1:])
+    return _run_cli(cmae_eval.__wrapped__, False)
+

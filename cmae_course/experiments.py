@@ -6,14 +6,14 @@
 from __future__ import annotations
 import json, os, shlex, statistics, subprocess, sys, time
 from pathlib import Path
-from fastcore.script import call_parse
+from fastcore.script import call_parse, _run_cli
 from .cli import dashed_argv
 from .evaluate import run_eval, load_eval_data, logistic_probe, knn_eval
 
 # %% auto #0
 __all__ = ['ROWS', 'EXTRA_ROWS', 'BASELINES', 'PAPER_TOP1', 'WORKSHOP', 'MAIN_ROWS', 'METRICS', 'TASKS', 'PAPER_RECIPES',
            'TABLE_BUDGET', 'slug', 'parse_rows', 'run_command', 'raw_pixel_result', 'run_experiments', 'summarize',
-           'spread', 'compare', 'table_markdown', 'load_results', 'paper_commands', 'cmae_experiments']
+           'spread', 'compare', 'table_markdown', 'load_results', 'paper_commands', 'cmae_experiments', 'main']
 
 # %% ../nbs/16_experiments.ipynb #b1117fc0
 # name -> (what changes, cmae_pretrain options); every row also gets the shared preset/budget and a
@@ -401,11 +401,8 @@ def paper_commands(data:str='data/tiny-imagenet-200', out:str='runs/paper') -> l
     return cmds
 
 # %% ../nbs/16_experiments.ipynb #ffed5d4f
-# the command as typed, for results.json
-_typed = sys.argv[1:]
-# accept --n-train for fastcore's --n_train
-if Path(sys.argv[0]).name == 'cmae_experiments':
-    sys.argv[1:] = dashed_argv(sys.argv[1:], switches=('fewlabel',))
+# the command as typed, for results.json (set by `main`)
+_typed = []
 
 # the default table: every row at half the main job's epochs, one seed (fits 90 min on 2 cores)
 TABLE_BUDGET = dict(epochs=5)
@@ -472,3 +469,11 @@ def cmae_experiments(
         f"\n{len(res)} runs, {time.perf_counter() - t0:.0f} s; results in "
         f"{Path(out)/'results.json'}"
     )
+
+def main():
+    """The `cmae_experiments` console script: keeps the command as typed for results.json, accepts
+    `--n-train` for fastcore's `--n_train` and `--fewlabel` / `--no-fewlabel`, then fastcore's parser."""
+    _typed[:] = sys.argv[1:]
+    sys.argv[1:] = dashed_argv(sys.argv[1:], switches=('fewlabel',))
+    return _run_cli(cmae_experiments.__wrapped__, False)
+
