@@ -12,7 +12,6 @@ import torch
 from fastai.callback.core import Callback
 
 from .dist import unwrap, is_rank0
-from .train import SSLModel
 
 # %% auto #0
 __all__ = ['rng_state', 'set_rng_state', 'atomic_save', 'load_checkpoint', 'ckpt_name', 'list_checkpoints', 'latest_checkpoint',
@@ -96,12 +95,6 @@ def prune_checkpoints(folder:str|Path, keep:int=2) -> list[Path]:
 # %% ../nbs/11_checkpoint.ipynb #689e8c58
 def _train_ds(learn): return getattr(learn.dls.train, 'dataset', None)
 
-def _net(learn):
-    """The bare MAE/CMAE model inside the learner (no DDP, compile or `SSLModel` wrapper): its
-    state_dict keys load directly."""
-    m = unwrap(learn.model)
-    return m.model if isinstance(m, SSLModel) else m
-
 def _box_tensor(boxes):
     "The (n, 4) float tensor behind a box table (a tensor itself, or an object holding one)."
     if torch.is_tensor(boxes): return boxes
@@ -114,7 +107,7 @@ def learner_state(learn, epoch:int, config:dict|None=None, history:list|None=Non
     """Everything needed to resume after completing 0-based `epoch` (so training restarts
     at `epoch + 1`)."""
     st = dict(format='cmae_course-ckpt-1', epoch=epoch + 1,
-              opt_steps=int(getattr(learn, 'opt_steps', 0)), model=_net(learn).state_dict(),
+              opt_steps=int(getattr(learn, 'opt_steps', 0)), model=unwrap(learn.model, trainer=True).state_dict(),
               opt=learn.opt.state_dict() if learn.opt is not None else None, rng=rng_state(),
               config=dict(config or {}), history=list(history or []))
     sc = getattr(learn, 'scaler', None)
@@ -132,7 +125,7 @@ def learner_state(learn, epoch:int, config:dict|None=None, history:list|None=Non
 def restore_learner(learn, ckpt:dict) -> int:
     """Load `ckpt` (from `learner_state`) into `learn` (creating its optimiser); returns the epoch
     to start from."""
-    _net(learn).load_state_dict(ckpt['model'])
+    unwrap(learn.model, trainer=True).load_state_dict(ckpt['model'])
     if learn.opt is None: learn.create_opt()
     if ckpt.get('opt') is not None: learn.opt.load_state_dict(ckpt['opt'])
     learn.opt_steps = ckpt.get('opt_steps', 0)

@@ -56,11 +56,14 @@ def concat_all_gather(t: torch.Tensor, check_sizes: bool = True) -> torch.Tensor
     return torch.cat(out, 0)
 
 # %% ../nbs/05a_dist.ipynb #e2c837a1
-def unwrap(model: nn.Module) -> nn.Module:
-    "Strip DistributedDataParallel (`.module`) and `torch.compile` (`._orig_mod`) wrappers."
+def unwrap(model: nn.Module, trainer: bool = False) -> nn.Module:
+    """Strip DistributedDataParallel (`.module`) and `torch.compile` (`._orig_mod`) wrappers; with
+    `trainer`, also the trainer's wrapper (`train.SSLModel`, the model in `.model`), leaving the bare
+    MAE, CMAE or MoCo whose state_dict keys a checkpoint stores."""
     while True:
         if isinstance(model, DistributedDataParallel): model = model.module
         elif isinstance(getattr(model, '_orig_mod', None), nn.Module): model = model._orig_mod
+        elif trainer and isinstance(getattr(model, 'model', None), nn.Module): model = model.model
         else: return model
 
 ENCODER_ATTRS, WRAPPER_ATTRS = ('encoder', 'encoder_q', 'backbone'), ('module', '_orig_mod', 'model')

@@ -25,6 +25,7 @@ from fastai.losses import CrossEntropyLossFlat
 from fastai.metrics import accuracy
 from .data import ViewDataLoader
 from .dist import encoder_of
+from .train import warmup_cosine
 from .vit import ViT, VIT_SIZES, heads_for_width
 import copy
 from fastai.learner import ValueMetric
@@ -226,11 +227,9 @@ class LARS(torch.optim.Optimizer):
 # %% ../nbs/13_eval.ipynb #efb69b67
 def lr_at(epoch: float, lr: float, epochs: float, warmup_epochs: float,
           min_lr: float = 0.) -> float:
-    """MAE's util/lr_sched.py: linear warmup to lr, then half-cosine to min_lr; `epoch` is
-    fractional (set every iteration)."""
-    if epoch < warmup_epochs: return lr * epoch / warmup_epochs
-    return min_lr + (lr - min_lr) * 0.5 * (
-        1. + math.cos(math.pi * (epoch - warmup_epochs) / max(epochs - warmup_epochs, 1e-8)))
+    """MAE's util/lr_sched.py: linear warmup to lr, then half-cosine to min_lr, at fractional
+    `epoch` (set every iteration): `train.warmup_cosine` at `epoch / epochs`."""
+    return warmup_cosine(lr, warmup_epochs / epochs, min_lr)(min(epoch / epochs, 1.))
 
 # %% ../nbs/13_eval.ipynb #d02172b3
 @contextmanager
