@@ -19,16 +19,16 @@ warnings.filterwarnings('ignore', message=r'`torch.jit.script` is deprecated',
 
 import random
 import numpy as np
-from . import vit, decoders, data
+from . import data
 from .patching import patchify, unpatchify
 from .data import ViewDataset, eval_view, denormalize, draw_box
 from .decoders import DECODERS
-from .mae import MAE
+from .mae import create_mae
 from .interop import load_official_mae
 from .ccrop import parse_source, heatmap, boxes_from_heatmap, BoxRefreshCallback
 from .dist import unwrap, is_rank0, local_only
 from .location import LOC_LOSSES
-from .cmae import CMAE
+from .cmae import CMAE, create_cmae
 from .train import (pick_device, PRECISIONS, ssl_learner, fit_ssl,
                                lr_from_blr, init_distributed, NonFiniteLossError, OPTIMIZERS,
                                plain_progress, InjectNaN)
@@ -186,15 +186,17 @@ def build_model(c:dict) -> nn.Module:
         # the MomentumUpdate callback moves the key encoder
         return create_moco(c['method'][-2:], c['arch'], K=c['moco_k'], layers=c['resnet_layers'],
                            m=c['momentum'], momentum_in_forward=False)
-    enc = getattr(vit, c['arch'])(img_size=c['img_size'], patch_size=c['patch_size'],
-                                  depth=c['depth'])
-    dec = decoders.create_decoder(c['decoder'], embed_dim=enc.embed_dim, grid_size=enc.grid_size,
-                                  patch_size=c['patch_size'], dim=c['dec_dim'],
-                                  depth=c['dec_depth'], num_heads=c['dec_heads'])
-    if c['init_mae']: _load_init_mae(enc, c['init_mae'])
-    if c['method'] == 'mae':
-        return MAE(enc, dec, norm_pix_loss=c['norm_pix'])
-    return CMAE(enc, dec, **cmae_kwargs(c))
+    # one assembly path: `create_mae` builds the ViT and the decoder, `create_cmae` adds the tasks
+    kw = dict(img_size=c['img_size'], patch_size=c['patch_size'], depth=c['depth'],
+              decoder=c['decoder'], dec_dim=c['dec_dim'], dec_depth=c['dec_depth'],
+              dec_heads=c['dec_heads'])
+    model = (create_mae(c['arch'], norm_pix_loss=c['norm_pix'], **kw) if c['method'] == 'mae'
+             else create_cmae(c['arch'], **kw, **cmae_kwargs(c)))
+    if c['init_mae']:
+        _load_init_mae(model.encoder, c['init_mae'])
+        # the momentum encoder starts as a copy of the loaded one
+        if isinstance(model, CMAE): model.momentum_update(0.)
+    return model
 
 def cmae_kwargs(c:dict) -> dict:
     "The CMAE constructor arguments taken from the config."

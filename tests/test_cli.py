@@ -91,3 +91,17 @@ def test_auto_precision_is_measured_and_cached(tmp_path):
     from cmae_course.train import choose_precision
     s = json.loads((tmp_path/'a'/'summary.json').read_text())
     assert s['precision'] == rec['choice'] == choose_precision(rec['step_s']) and s['precision_step_s'] == rec['step_s']
+
+
+def test_init_mae_loads_the_encoder_and_its_momentum_copy(tmp_path):
+    "`--init-mae`: the official checkpoint's encoder weights reach the encoder and CMAE's momentum encoder."
+    from cmae_course.cli import resolve_config, build_model
+    from cmae_course.interop import export_official_mae
+    from cmae_course.mae import create_mae
+    src = create_mae('vit_tiny', img_size=32, patch_size=4, depth=4, dec_dim=128, dec_depth=2, dec_heads=4)
+    torch.save(export_official_mae(src), tmp_path/'mae.pth')
+    for method in ('mae', 'cmae'):
+        m = build_model(resolve_config(method=method, init_mae=str(tmp_path/'mae.pth'), out=str(tmp_path/method)))
+        for k, v in src.encoder.state_dict().items():
+            assert torch.equal(m.encoder.state_dict()[k], v), (method, k)
+            if method == 'cmae': assert torch.equal(m.m_encoder.state_dict()[k], v), k
