@@ -8,6 +8,7 @@ __all__ = ['reconstruction_loss', 'CMAE', 'create_cmae', 'cmae_vit_tiny_patch8_d
 
 # %% ../nbs/09_cmae.ipynb #0f31fc71
 import torch, torch.nn as nn, torch.nn.functional as F
+from fastcore.basics import patch
 from .patching import patchify
 from .mae import normalize_patches, create_mae
 from .dist import momentum_copy, momentum_update
@@ -80,61 +81,70 @@ class CMAE(nn.Module):
         momentum_update(self.encoder, self.m_encoder, m)
         momentum_update(self.proj, self.m_proj, m)
 
-    def _query(self, ev, latent):
-        h, cls = query_tokens(self.encoder, ev['x_pe'], latent, ev['ids_restore'])
-        return F.normalize(self.proj(pool_tokens(h, cls, self.pool)), dim=-1)
+# %% ../nbs/09_cmae.ipynb #b31f8c7a
+@patch
+def _query(self:CMAE, ev, latent):
+    """The online branch: E's visible tokens (with gradient) and masked tokens (detached) in
+    image order, pooled, projected by P, unit length: `(N, proj_dim)`."""
+    h, cls = query_tokens(self.encoder, ev['x_pe'], latent, ev['ids_restore'])
+    return F.normalize(self.proj(pool_tokens(h, cls, self.pool)), dim=-1)
 
-    @torch.no_grad()
-    def _key(self, imgs, ids_restore, len_keep):
-        x_pe = self.m_encoder.embed(imgs, pos=False) + self.m_encoder.pos_embed[:, 1:]
-        h, cls = key_tokens(self.m_encoder, x_pe, ids_restore, len_keep, self.one_pass_keys)
-        return F.normalize(self.m_proj(pool_tokens(h, cls, self.pool)), dim=-1)
+@patch
+@torch.no_grad()
+def _key(self:CMAE, imgs, ids_restore, len_keep):
+    """The momentum branch on the other view: ME over all its tokens (in two groups, as
+    `key_tokens`), pooled, projected by MP, unit length: `(N, proj_dim)`, no gradient."""
+    x_pe = self.m_encoder.embed(imgs, pos=False) + self.m_encoder.pos_embed[:, 1:]
+    h, cls = key_tokens(self.m_encoder, x_pe, ids_restore, len_keep, self.one_pass_keys)
+    return F.normalize(self.m_proj(pool_tokens(h, cls, self.pool)), dim=-1)
 
-    def forward(self, x1, x2=None, mask_ratio=0.75, noise=None, noise_k=None, noise_pos=None):
-        """`x1, x2: (N, C, H, W)` two views (x2 needed only by the contrastive task);
-        `noise, noise_k: (N, L)` masking noise of x1 / x2, `noise_pos: (N, l)` PE-drop noise
-        (random if None). Returns dict: `loss` (weighted total), parts `rec`, `ctr`, `loc`
-        (a switched-off part is absent), `loc_acc`, `ctr_acc` (positive retrieval top-1 in the
-        batch), `pred (N, L, p*p*C)`, `mask (N, L)` of x1."""
-        if x1.ndim != 4: raise ValueError(f"x1 must be (N, C, H, W), got shape {tuple(x1.shape)}")
-        if self.use_ctr:
-            if x2 is None: raise ValueError("x2 (the second view) is required when use_ctr=True")
-            if x2.shape != x1.shape:
-                raise ValueError(f"x2 shape {tuple(x2.shape)} differs from x1 {tuple(x1.shape)}")
-        N, L = x1.shape[0], self.encoder.num_patches
-        if self.use_ctr and self.symmetric and noise is None:
-            noise = torch.rand(N, L, device=x1.device)
-        # online pass on the visible tokens of x1: shared
-        # by reconstruction, location and contrast (q1)
-        ev = embed_visible(self.encoder, x1, mask_ratio, noise,
-                           getattr(self, 'mask_pos_token', None),
-                           self.pos_mask_ratio if self.drops_pos else 0., noise_pos)
-        latent = self.encoder.forward_tokens(ev['x_vis'])
-        pred = self.decoder(latent, ev['ids_restore'])
-        out = dict(rec=reconstruction_loss(x1, pred, ev['mask'],
-                                           self.patch_size, self.norm_pix_loss))
-        loss = self.lambda_rec * out['rec']
-        if self.use_loc:
-            logits = self.loc_head(latent[:, 1:])
-            w = ev['pos_drop'] if self.drops_pos else None
-            out['loc'] = location_loss(logits, ev['ids_keep'], w, self.loc_loss)
-            out['loc_acc'] = location_accuracy(logits, ev['ids_keep'], w)
-            loss = loss + self.lambda_loc * out['loc']
-        if self.use_ctr:
-            l = latent.shape[1] - 1
-            if noise_k is None: noise_k = torch.rand(N, L, device=x1.device)
-            ids_restore_k = torch.argsort(torch.argsort(noise_k, dim=1), dim=1)
-            ctr, acc = info_nce_acc(self._query(ev, latent),
-                                    self._key(x2, ids_restore_k, l), self.tau)
-            # second online pass on x2 (full PE), keys from ME on x1 with x1's mask
-            if self.symmetric:
-                ev2 = embed_visible(self.encoder, x2, mask_ratio, noise_k)
-                q = self._query(ev2, self.encoder.forward_tokens(ev2['x_vis']))
-                ctr2, acc2 = info_nce_acc(q, self._key(x1, ev['ids_restore'], l), self.tau)
-                ctr, acc = 0.5 * (ctr + ctr2), 0.5 * (acc + acc2)
-            out['ctr'], out['ctr_acc'] = ctr, acc
-            loss = loss + self.lambda_ctr * ctr
-        return dict(loss=loss, **out, pred=pred, mask=ev['mask'])
+# %% ../nbs/09_cmae.ipynb #c9cc0254
+@patch
+def forward(self:CMAE, x1, x2=None, mask_ratio=0.75, noise=None, noise_k=None, noise_pos=None):
+    """`x1, x2: (N, C, H, W)` two views (x2 needed only by the contrastive task);
+    `noise, noise_k: (N, L)` masking noise of x1 / x2, `noise_pos: (N, l)` PE-drop noise
+    (random if None). Returns dict: `loss` (weighted total), parts `rec`, `ctr`, `loc`
+    (a switched-off part is absent), `loc_acc`, `ctr_acc` (positive retrieval top-1 in the
+    batch), `pred (N, L, p*p*C)`, `mask (N, L)` of x1."""
+    if x1.ndim != 4: raise ValueError(f"x1 must be (N, C, H, W), got shape {tuple(x1.shape)}")
+    if self.use_ctr:
+        if x2 is None: raise ValueError("x2 (the second view) is required when use_ctr=True")
+        if x2.shape != x1.shape:
+            raise ValueError(f"x2 shape {tuple(x2.shape)} differs from x1 {tuple(x1.shape)}")
+    N, L = x1.shape[0], self.encoder.num_patches
+    if self.use_ctr and self.symmetric and noise is None:
+        noise = torch.rand(N, L, device=x1.device)
+    # online pass on the visible tokens of x1: shared
+    # by reconstruction, location and contrast (q1)
+    ev = embed_visible(self.encoder, x1, mask_ratio, noise,
+                       getattr(self, 'mask_pos_token', None),
+                       self.pos_mask_ratio if self.drops_pos else 0., noise_pos)
+    latent = self.encoder.forward_tokens(ev['x_vis'])
+    pred = self.decoder(latent, ev['ids_restore'])
+    out = dict(rec=reconstruction_loss(x1, pred, ev['mask'],
+                                       self.patch_size, self.norm_pix_loss))
+    loss = self.lambda_rec * out['rec']
+    if self.use_loc:
+        logits = self.loc_head(latent[:, 1:])
+        w = ev['pos_drop'] if self.drops_pos else None
+        out['loc'] = location_loss(logits, ev['ids_keep'], w, self.loc_loss)
+        out['loc_acc'] = location_accuracy(logits, ev['ids_keep'], w)
+        loss = loss + self.lambda_loc * out['loc']
+    if self.use_ctr:
+        l = latent.shape[1] - 1
+        if noise_k is None: noise_k = torch.rand(N, L, device=x1.device)
+        ids_restore_k = torch.argsort(torch.argsort(noise_k, dim=1), dim=1)
+        ctr, acc = info_nce_acc(self._query(ev, latent),
+                                self._key(x2, ids_restore_k, l), self.tau)
+        # second online pass on x2 (full PE), keys from ME on x1 with x1's mask
+        if self.symmetric:
+            ev2 = embed_visible(self.encoder, x2, mask_ratio, noise_k)
+            q = self._query(ev2, self.encoder.forward_tokens(ev2['x_vis']))
+            ctr2, acc2 = info_nce_acc(q, self._key(x1, ev['ids_restore'], l), self.tau)
+            ctr, acc = 0.5 * (ctr + ctr2), 0.5 * (acc + acc2)
+        out['ctr'], out['ctr_acc'] = ctr, acc
+        loss = loss + self.lambda_ctr * ctr
+    return dict(loss=loss, **out, pred=pred, mask=ev['mask'])
 
 # %% ../nbs/09_cmae.ipynb #fab77473
 def create_cmae(arch='vit_tiny', img_size=64, patch_size=8, decoder='transformer', *, in_chans=3,
