@@ -17,7 +17,7 @@ from .decoders import DECODERS
 from .cli import dashed_argv
 from .cmae import create_cmae
 from .train import pick_precision, choose_precision
-from .data import pretrain_dataloaders
+from .views import pretrain_dataloaders
 from pathlib import Path
 
 # %% auto #0

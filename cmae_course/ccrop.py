@@ -12,7 +12,7 @@ import torch.distributed as dist
 from torch import nn, Tensor
 from torch.utils.data import DataLoader, Subset
 from fastai.callback.core import Callback
-from .data import eval_view, draw_box
+from .views import eval_view, draw_box
 from .dist import dist_info, encoder_of
 
 # %% auto #0

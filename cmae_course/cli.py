@@ -19,9 +19,10 @@ warnings.filterwarnings('ignore', message=r'`torch.jit.script` is deprecated',
 
 import random
 import numpy as np
-from . import data
+from .data import make_default_dataset
 from .patching import patchify, unpatchify
-from .data import ViewDataset, eval_view, denormalize, draw_box
+from .augment import denormalize
+from .views import ViewDataset, eval_view, draw_box, train_valid_split, pretrain_dataloaders
 from .decoders import DECODERS
 from .mae import create_mae
 from .interop import load_official_mae
@@ -219,8 +220,8 @@ def _load_init_mae(enc:nn.Module, path:str):
 # %% ../nbs/12_cli.ipynb #9dbce565
 def build_data(c:dict, device:torch.device):
     "(pretraining DataLoaders, (train ImageSet, valid ImageSet)) for config `c`."
-    path = data.make_default_dataset() if c['data'] is None else c['data']
-    train, valid, held_out = data.train_valid_split(path, max(c['img_size'], 64), seed=c['seed'])
+    path = make_default_dataset() if c['data'] is None else c['data']
+    train, valid, held_out = train_valid_split(path, max(c['img_size'], 64), seed=c['seed'])
     if held_out:
         _say(f"{path}: no validation split (a 'val' folder): "
              f"evaluating on {len(valid)} held-out training images (10%)")
@@ -230,7 +231,7 @@ def build_data(c:dict, device:torch.device):
                              'train')
     # v1: ColorJitter always, hue 0.4
     aug = dict(jitter=(0.4, 0.4, 0.4, 0.4), p_jitter=1.0) if c['method'] == 'mocov1' else {}
-    dls = data.pretrain_dataloaders(path, kind='mae' if c['method'] == 'mae' else 'cmae',
+    dls = pretrain_dataloaders(path, kind='mae' if c['method'] == 'mae' else 'cmae',
                                     img_size=c['img_size'], bs=c['bs'], num_workers=c['workers'],
                                     seed=c['seed'], device=device, images=(train, valid),
                                     alpha=c['ccrop_alpha'], **aug)

@@ -4,7 +4,7 @@
 
 # %% ../nbs/13_eval.ipynb #62e507f3
 from __future__ import annotations
-import contextlib, hashlib, json, math, time, sys, zipfile
+import contextlib, hashlib, json, time, sys, zipfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterable
@@ -23,14 +23,15 @@ from fastai.data.core import DataLoaders
 from fastai.data.load import DataLoader as FaDataLoader
 from fastai.losses import CrossEntropyLossFlat
 from fastai.metrics import accuracy
-from .data import ViewDataLoader
+from .views import ViewDataLoader
 from .dist import encoder_of
 from .train import warmup_cosine
 from .vit import ViT, VIT_SIZES, heads_for_width
 import copy
 from fastai.learner import ValueMetric
 from .vit import DropPath
-from .data import make_default_dataset, train_valid_split, ViewDataset
+from .data import make_default_dataset
+from .views import train_valid_split, ViewDataset
 from .checkpoint import latest_checkpoint, load_checkpoint
 from .moco import resnet_small_stem
 from .interop import vit_shapes
@@ -83,7 +84,7 @@ def _batches(data, bs: int) -> Iterable:
     if isinstance(data, (tuple, list)) and len(data) == 2 and isinstance(data[0], Tensor):
         imgs, labels = data
         for i in range(0, len(imgs), bs): yield imgs[i:i + bs], labels[i:i + bs]
-    elif hasattr(data, 'get_batch'):    # cmae_course.data.ViewDataset: vectorised batches
+    elif hasattr(data, 'get_batch'):    # cmae_course.views.ViewDataset: vectorised batches
         for i in range(0, len(data), bs):
             b = data.get_batch(list(range(i, min(i + bs, len(data)))))
             yield b[0], b[-1]

@@ -1,11 +1,12 @@
-"Bad dataset files, worker processes and interrupted generation: the parts of cmae_course.data a notebook tests badly."
+"Bad dataset files, worker processes and interrupted generation: the parts of the data lessons (cmae_course.data, readers, views) a notebook tests badly."
 import os, shutil, signal, time, warnings, multiprocessing as mp
 from pathlib import Path
 import numpy as np, pytest, torch
 from PIL import Image
-from cmae_course.data import (make_default_dataset, read_items, read_tiny_imagenet, read_image_folder, decode_items,
-                              load_rgb, ImageSet, ViewDataset, ViewDataLoader, BoxTable, cmae_dataloaders,
-                              mae_dataloaders, eval_dataloader)
+from cmae_course.data import make_default_dataset
+from cmae_course.readers import read_items, read_tiny_imagenet, read_image_folder, decode_items, load_rgb, ImageSet
+from cmae_course.augment import BoxTable
+from cmae_course.views import ViewDataset, ViewDataLoader, cmae_dataloaders, mae_dataloaders, eval_dataloader
 
 @pytest.fixture(scope='module')
 def small(tmp_path_factory):

@@ -32,7 +32,8 @@ def cmae_test_kwargs():
 
 def make_items():
     "N_ITEMS deterministic (x1, x2, idx) triples from the embedded dataset: full images and their mirror images."
-    from cmae_course.data import load_split, ViewDataset
+    from cmae_course.readers import load_split
+    from cmae_course.views import ViewDataset
     ims = load_split(None, 'train', 64).subset(list(range(N_ITEMS)))
     x = ViewDataset(ims, 'eval', 32).get_batch(list(range(N_ITEMS)))[0]
     return [(x[i], x[i].flip(-1), i) for i in range(N_ITEMS)]

@@ -10,7 +10,9 @@ BIN = Path(sys.executable).parent
 
 def test_knn_monitor_in_metrics_json(tmp_path):
     "The monitor's knn_top1 reaches metrics.json through the Recorder (train.ssl_learner + checkpoint.SaveCheckpoints)."
-    from cmae_course.data import make_default_dataset, load_split, mae_dataloaders, eval_view, ViewDataset
+    from cmae_course.data import make_default_dataset
+    from cmae_course.readers import load_split
+    from cmae_course.views import mae_dataloaders, eval_view, ViewDataset
     from cmae_course.mae import create_mae
     from cmae_course.train import ssl_learner, fit_ssl
     from cmae_course.checkpoint import SaveCheckpoints

@@ -21,7 +21,9 @@ def main():
     ap.add_argument('--every', type=int, default=5)
     a = ap.parse_args()
     import torch
-    from cmae_course.data import make_default_dataset, load_split, ViewDataset
+    from cmae_course.data import make_default_dataset
+    from cmae_course.readers import load_split
+    from cmae_course.views import ViewDataset
     from cmae_course.evaluate import load_encoder
     from cmae_course.ccrop import box_iou_table
     path = make_default_dataset()
