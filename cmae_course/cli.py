@@ -34,6 +34,7 @@ from .train import (pick_device, PRECISIONS, ssl_learner, fit_ssl,
                                lr_from_blr, init_distributed, NonFiniteLossError, OPTIMIZERS,
                                plain_progress, InjectNaN)
 from .moco import create_moco, auto_queue_size, MoCoBlur
+from .finetune import KNNMonitorCallback
 from .checkpoint import (SaveCheckpoints, ResumeState, latest_checkpoint,
                                     load_checkpoint, restore_learner, atomic_save)
 
@@ -358,8 +359,6 @@ def pretrain(c:dict) -> dict:
         cbs.append(MoCoBlur())
     # kNN monitor -> knn_top1/knn_top5 columns of metrics.json
     if c['knn_every'] and is_rank0():
-        # evaluate (lesson 13) imports this module for `dashed_argv`: imported here, when used
-        from cmae_course.evaluate import KNNMonitorCallback
         cbs.append(KNNMonitorCallback(eval_view(dls.train.dataset),
                                       ViewDataset(valid_ims, 'eval', c['img_size']),
                                       every=c['knn_every'], readout='mean'))
@@ -437,7 +436,8 @@ def _evaluate(encoder, dls, valid_ims, c) -> dict:
     """kNN (centred features) and the converged linear probe from `cmae_course.evaluate` on one
     extraction of mean-pooled frozen features, plus the probe's own training accuracy (a probe that
     cannot fit its training set shows here); fractions."""
-    from cmae_course.evaluate import evaluate_encoder    # see the note in `pretrain`
+    # imported when used: `cmae_course.evaluate` (lesson 13b) imports this module for `dashed_argv`
+    from cmae_course.evaluate import evaluate_encoder
     tr, va = eval_view(dls.train.dataset), ViewDataset(valid_ims, 'eval', c['img_size'])
     # evaluating must not change the training run's random stream
     with torch.random.fork_rng():

@@ -8,7 +8,8 @@ import json, os, shlex, statistics, subprocess, sys, time
 from pathlib import Path
 from fastcore.script import call_parse, _run_cli
 from .cli import dashed_argv
-from .evaluate import run_eval, load_eval_data, logistic_probe, knn_eval
+from .probes import logistic_probe, knn_eval
+from .evaluate import run_eval, load_eval_data
 
 # %% auto #0
 __all__ = ['ROWS', 'EXTRA_ROWS', 'BASELINES', 'PAPER_TOP1', 'WORKSHOP', 'MAIN_ROWS', 'METRICS', 'TASKS', 'PAPER_RECIPES',

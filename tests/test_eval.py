@@ -4,7 +4,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from cmae_course.evaluate import knn_scores, knn_eval, linear_probe, param_groups_lrd, Classifier, load_encoder, run_eval
+from cmae_course.probes import knn_scores, knn_eval, linear_probe
+from cmae_course.finetune import param_groups_lrd, Classifier
+from cmae_course.evaluate import load_encoder, run_eval
 from cmae_course.vit import ViT
 
 BIN = Path(sys.executable).parent

@@ -3,7 +3,8 @@ import json, subprocess, sys
 from pathlib import Path
 import torch
 
-from cmae_course.evaluate import KNNMonitorCallback, load_encoder
+from cmae_course.finetune import KNNMonitorCallback
+from cmae_course.evaluate import load_encoder
 
 BIN = Path(sys.executable).parent
 
