@@ -7,7 +7,6 @@ from __future__ import annotations
 import copy, json, math, os, platform, statistics, time
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -134,7 +133,11 @@ def calibrate_precision(net:nn.Module, xb:tuple, device='cpu', cache:Path|None|b
     try: table = json.loads(f.read_text()) if f is not None and f.exists() else {}
     except (OSError, ValueError): table = {}    # an unreadable cache is re-measured, never fatal
     if key in table: return dict(table[key], key=key, cached=True)
-    t = time_precisions(net, xb, device)
+    # the timed forwards draw masks: on a forked RNG, so that a run's random stream does not
+    # depend on whether its precision was measured or read from the cache
+    dev = torch.device(device)
+    with torch.random.fork_rng(devices=[dev.index or 0] if dev.type == 'cuda' else []):
+        t = time_precisions(net, xb, device)
     rec = dict(choice=choose_precision(t, tie), step_s={p: round(v, 4) for p, v in t.items()})
     if f is not None:
         try:
