@@ -12,6 +12,7 @@ import torch
 from fastai.callback.core import Callback
 
 from .dist import unwrap, is_rank0
+from .augment import BoxTable
 
 # %% auto #0
 __all__ = ['rng_state', 'set_rng_state', 'atomic_save', 'load_checkpoint', 'ckpt_name', 'list_checkpoints', 'latest_checkpoint',
@@ -95,13 +96,10 @@ def prune_checkpoints(folder:str|Path, keep:int=2) -> list[Path]:
 # %% ../nbs/11_checkpoint.ipynb #689e8c58
 def _train_ds(learn): return getattr(learn.dls.train, 'dataset', None)
 
-def _box_tensor(boxes):
-    "The (n, 4) float tensor behind a box table (a tensor itself, or an object holding one)."
-    if torch.is_tensor(boxes): return boxes
-    for a in ('boxes', 'table', 'data', 't'):
-        v = getattr(boxes, a, None)
-        if torch.is_tensor(v): return v
-    return torch.as_tensor(np.asarray(boxes), dtype=torch.float32)
+def _box_table(learn):
+    "ContrastiveCrop's `BoxTable` of the training data (`00b_augment`), or None."
+    boxes = getattr(_train_ds(learn), 'boxes', None)
+    return boxes if isinstance(boxes, BoxTable) else None
 
 def learner_state(learn, epoch:int, config:dict|None=None, history:list|None=None) -> dict:
     """Everything needed to resume after completing 0-based `epoch` (so training restarts
@@ -116,10 +114,8 @@ def learner_state(learn, epoch:int, config:dict|None=None, history:list|None=Non
     if isinstance(dl_rng, random.Random): st['dl_rng'] = _py_state(dl_rng.getstate())
     acc = next((cb for cb in learn.cbs if type(cb).__name__ == 'GradientAccumulation'), None)
     if acc is not None: st['accum_count'] = int(getattr(acc, 'count', 0))
-    ds = _train_ds(learn)
-    if ds is not None and getattr(ds, 'boxes', None) is not None:
-        st['boxes'] = _box_tensor(ds.boxes).detach().cpu().clone()
-        st['use_box'] = bool(getattr(ds.boxes, 'use_box', getattr(ds, 'use_box', False)))
+    boxes = _box_table(learn)
+    if boxes is not None: st['boxes'], st['use_box'] = boxes.t.clone(), boxes.use_box
     return st
 
 def restore_learner(learn, ckpt:dict) -> int:
@@ -134,12 +130,9 @@ def restore_learner(learn, ckpt:dict) -> int:
         s = ckpt['dl_rng']; learn.dls.train.rng.setstate((s[0], tuple(s[1]), s[2]))
     acc = next((cb for cb in learn.cbs if type(cb).__name__ == 'GradientAccumulation'), None)
     if acc is not None: learn.resume_accum_count = ckpt.get('accum_count', 0)
-    ds = _train_ds(learn)
-    if 'boxes' in ckpt and ds is not None and getattr(ds, 'boxes', None) is not None:
-        b = ds.boxes
-        if hasattr(b, 'set_all'): b.set_all(ckpt['boxes'])
-        else: _box_tensor(b).copy_(ckpt['boxes'])
-        if hasattr(b, 'use_box'): b.use_box = ckpt['use_box']
+    boxes = _box_table(learn)
+    if 'boxes' in ckpt and boxes is not None:
+        boxes.set_all(ckpt['boxes']); boxes.use_box = ckpt['use_box']
     set_rng_state(ckpt['rng'])
     learn.history = list(ckpt.get('history', []))
     return int(ckpt['epoch'])

@@ -43,3 +43,25 @@ def test_sigkill_then_resume(tmp_path):
     hist = json.loads((out/'metrics.json').read_text())
     assert [h['epoch'] for h in hist] == list(range(1, EPOCHS + 1))
     assert not list(out.glob('.*.tmp'))                      # no temp files left behind by the atomic writes
+
+
+def test_checkpoint_keeps_contrastivecrop_boxes():
+    "learner_state / restore_learner carry ContrastiveCrop's box table and its on/off switch."
+    from cmae_course.data import make_default_dataset
+    from cmae_course.views import cmae_dataloaders
+    from cmae_course.cmae import create_cmae
+    from cmae_course.train import ssl_learner
+    from cmae_course.checkpoint import learner_state, restore_learner
+    torch.manual_seed(0)
+    dls = cmae_dataloaders(make_default_dataset(n_train=20, n_val=5, n_test=2), img_size=32, bs=8, device='cpu')
+    model = create_cmae(dict(embed_dim=32, depth=1, num_heads=2), img_size=32, patch_size=8, dec_dim=32, dec_depth=1,
+                        dec_heads=2, proj_hidden=32, proj_dim=16)
+    learn = ssl_learner(model, dls, device='cpu', precision='fp32')
+    boxes = dls.train.dataset.boxes
+    lo = torch.rand(len(boxes), 2) * 0.5
+    saved = torch.cat([lo, lo + 0.4], 1)
+    boxes.set_all(saved); boxes.use_box = True
+    st = learner_state(learn, 0)
+    boxes.set_all(torch.tensor([[0., 0., 1., 1.]]).repeat(len(boxes), 1)); boxes.use_box = False
+    restore_learner(learn, st)
+    assert torch.equal(boxes.t, saved) and boxes.use_box
