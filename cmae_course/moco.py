@@ -222,11 +222,11 @@ class MoCo(nn.Module):
             return f(x2[perm])[torch.argsort(perm)]
         return f(x2)
 
-    def forward(self, x1: Tensor, x2: Tensor, mask_ratio=None, noise=None) -> dict:
+    def forward(self, x1: Tensor, x2: Tensor) -> dict:
         """x1, x2: (N, C, H, W), two augmentations of the same N images (x1 -> queries, x2 -> keys).
         Returns dict(loss: InfoNCE scalar, ctr: loss detached, acc: fraction of queries whose
-        positive wins). `mask_ratio` and `noise` are ignored (MoCo masks nothing); they let the
-        trainer call every method alike."""
+        positive wins). MoCo masks nothing: the trainer hands a mask ratio only to models whose
+        `forward` takes one."""
         if x1.shape != x2.shape:
             raise ValueError(f"x1 and x2 must have the same shape, got {tuple(x1.shape)} and "
                              f"{tuple(x2.shape)}")

@@ -4,7 +4,7 @@
 
 # %% ../nbs/10_train.ipynb #cd17b50a
 from __future__ import annotations
-import copy, json, math, os, platform, statistics, time
+import copy, inspect, json, math, os, platform, statistics, time
 from pathlib import Path
 
 import torch
@@ -171,12 +171,15 @@ class SSLModel(nn.Module):
     def __init__(self, model:nn.Module, mask_ratio:float=0.75):
         super().__init__()
         self.model, self.mask_ratio = model, mask_ratio
+        # MAE and CMAE mask their input and take the ratio; MoCo masks nothing and is not handed one
+        self.masks = 'mask_ratio' in inspect.signature(model.forward).parameters
         # extra keyword args for the next forwards (e.g. fixed `noise`), set by a callback
         self.forward_kwargs = {}
     @property
     def encoder(self): return self.model.encoder
     def forward(self, *xb):
-        out = self.model(*xb, mask_ratio=self.mask_ratio, **self.forward_kwargs)
+        kw = dict(mask_ratio=self.mask_ratio) if self.masks else {}
+        out = self.model(*xb, **kw, **self.forward_kwargs)
         if not (isinstance(out, dict) and 'loss' in out):
             raise TypeError("the wrapped model must return a dict with 'loss' (and its parts)")
         return out

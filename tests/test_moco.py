@@ -148,7 +148,7 @@ def test_loss_falls_in_a_few_steps():
 
 
 def test_fastai_trainer_drives_moco():
-    "The course trainer (SSLModel passes mask_ratio; MomentumUpdate calls momentum_update after each step) runs MoCo."
+    "The course trainer (SSLModel hands MoCo no mask ratio; MomentumUpdate calls momentum_update after each step) runs MoCo."
     train = pytest.importorskip('cmae_course.train')
     from fastai.data.core import DataLoaders
     from fastai.data.load import DataLoader
