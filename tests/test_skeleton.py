@@ -1,5 +1,5 @@
 "Checks on the project's skeleton: the README is generated from index.ipynb, the test runner restores files, pins hold."
-import json, shutil, subprocess, sys, configparser
+import json, shutil, subprocess, sys, configparser, importlib
 from pathlib import Path
 import pytest
 
@@ -40,7 +40,13 @@ def test_settings_pins_and_flags():
     for pin in ['torch==2.14.1', 'torchvision==0.29.1', 'fastai==2.8.7', 'fastcore>=1.8,<2']: assert pin in d['requirements']
     for pin in ['nbdev==2.4.14', 'execnb>=0.1.12,<0.2']: assert pin in d['dev_requirements']
     assert d['tst_flags'].split() == ['notest', 'slow', 'cuda']
-    assert {'cmae_pretrain=cmae_course.cli:cmae_pretrain', 'cmae_eval=cmae_course.evaluate:cmae_eval'} <= set(d['console_scripts'].split())
+    # every command is declared and points at a callable (the console scripts are `main` functions since they
+    # stopped rewriting sys.argv at import time)
+    scripts = dict(s.split('=') for s in d['console_scripts'].split())
+    assert set(scripts) == {'cmae_pretrain', 'cmae_eval', 'cmae_bench', 'cmae_experiments'}, scripts
+    for name, target in scripts.items():
+        mod, fn = target.split(':')
+        assert callable(getattr(importlib.import_module(mod), fn, None)), f'{name} -> {target}'
 
 
 def test_check_unchanged_restores_files(tmp_path, monkeypatch):
