@@ -4,22 +4,18 @@
 
 # %% ../nbs/06_ccrop.ipynb #c004
 from __future__ import annotations
-import math
 from contextlib import contextmanager
 import torch
 import torch.nn.functional as F
-import torch.distributed as dist
 from torch import nn, Tensor
 from torch.utils.data import DataLoader, Subset
-from fastai.callback.core import Callback
-from .views import eval_view, draw_box
-from .dist import dist_info, encoder_of
+from .views import draw_box
 
 # %% auto #0
 __all__ = ['FEATURE_REDUCTIONS', 'FEATURE_TOKENS', 'DEFAULT_FEATURES', 'CC_LITERAL', 'boxes_from_heatmap', 'box_iou',
            'whole_image_boxes', 'mean_iou', 'whole_share', 'eval_mode', 'minmax_normalize', 'upsample_map',
            'parse_source', 'patch_grid', 'token_maps', 'patch_scores', 'scores_to_heatmap', 'heatmap', 'dataset_boxes',
-           'box_iou_table', 'show_ccrop', 'shard_indices', 'gather_boxes', 'BoxRefreshCallback']
+           'box_iou_table', 'show_ccrop']
 
 # %% ../nbs/06_ccrop.ipynb #c007
 def boxes_from_heatmap(hm: Tensor, k: float = 0.1, exclusive_end: bool = True) -> Tensor:
@@ -281,156 +277,3 @@ def show_ccrop(
     for ax in axs.flat: ax.set_axis_off()
     plt.tight_layout(pad=0.2)
     return fig
-
-# %% ../nbs/06_ccrop.ipynb #c034
-def shard_indices(
-    n: int, rank: int | None = None, world_size: int | None = None, mode: str = 'strided'
-) -> Tensor:
-    """Item indices for `rank` out of `world_size` (default: the current process group): 'strided'
-    rank, rank+W, ... or 'contiguous' blocks."""
-    if rank is None or world_size is None: rank, world_size = dist_info()
-    if not 0 <= rank < world_size:
-        raise ValueError(f"rank must be in [0, world_size={world_size}), got {rank}")
-    if mode == 'strided': return torch.arange(rank, n, world_size)
-    if mode == 'contiguous':
-        per = math.ceil(n / world_size)
-        return torch.arange(min(n, rank * per), min(n, (rank + 1) * per))
-    raise ValueError(f"mode must be 'strided' or 'contiguous', got {mode!r}")
-
-def gather_boxes(boxes: Tensor, idxs: Tensor, n_items: int, group=None) -> Tensor:
-    """Full (n_items, 4) box table from this rank's boxes: (n_local, 4) for items idxs: (n_local,).
-    Under torch.distributed, all ranks must call it; shards may differ in length
-    (padded for all_gather) and together must cover every item. Outside torch.distributed it only
-    scatters. Works on the boxes' device (CUDA for NCCL, CPU for gloo)."""
-    idxs = torch.as_tensor(idxs, dtype=torch.long, device=boxes.device)
-    if boxes.ndim != 2 or boxes.shape[1] != 4 or len(idxs) != len(boxes):
-        raise ValueError(
-            f"gather_boxes: need boxes (n, 4) and idxs (n,), got {tuple(boxes.shape)} and "
-            f"{tuple(idxs.shape)}"
-        )
-    boxes = boxes.float()
-    if dist.is_available() and dist.is_initialized():
-        ws = dist.get_world_size(group)
-        n = torch.tensor([len(idxs)], device=boxes.device)
-        sizes = [torch.zeros_like(n) for _ in range(ws)]
-        dist.all_gather(sizes, n, group=group)
-        m = int(max(s.item() for s in sizes))
-        pb = boxes.new_zeros(m, 4); pb[:len(boxes)] = boxes
-        pi = idxs.new_full((m,), -1); pi[:len(idxs)] = idxs
-        gb, gi = [torch.zeros_like(pb) for _ in range(ws)], [
-            torch.zeros_like(pi) for _ in range(ws)
-        ]
-        dist.all_gather(gb, pb, group=group); dist.all_gather(gi, pi, group=group)
-        boxes, idxs = torch.cat(gb), torch.cat(gi)
-        keep = idxs >= 0
-        boxes, idxs = boxes[keep], idxs[keep]
-    table = boxes.new_full((n_items, 4), float('nan'))
-    table[idxs] = boxes
-    missing = torch.isnan(table[:, 0])
-    if missing.any():
-        raise ValueError(
-            f"gather_boxes: {int(missing.sum())} of {n_items} items got no box from any rank"
-        )
-    return table
-
-# %% ../nbs/06_ccrop.ipynb #c038
-def _default_eval_view(ds):
-    """`data.eval_view(ds)` for a `ViewDataset` (anything with `.images`); other datasets must pass
-    `eval_ds`."""
-    if not hasattr(ds, 'images'):
-        raise ValueError(
-            "BoxRefreshCallback: pass eval_ds, the un-augmented full images in training-set order"
-        )
-    return eval_view(ds)
-
-class BoxRefreshCallback(Callback):
-    """ContrastiveCrop box refresh for a fastai Learner. With E = epoch + 1: after epoch E, if E >=
-    `warmup`,
-    E % `interval` == 0 and E is not the last epoch, compute boxes
-    (`heatmap(source)`, threshold `k`) in eval mode on `eval_ds`
-    (un-augmented full images in training-set order; default `data.eval_view(train_ds)`), write them
-    into `train_ds.boxes` (default `learn.dls.train.dataset`), switch `use_box` on; train/eval modes
-    are restored. Under torch.distributed each rank computes its `shard` ('strided' | 'contiguous')
-    and the table is all-gathered. Every refresh appends
-    dict(epoch, source, k, whole_share, miou, miou_whole, n_true) to `learn.ccrop_log`: the share of
-    boxes that are (nearly) the whole image, and the mean IoU vs `true_boxes` (NaN rows skipped) of
-    the boxes and of the whole-image box."""
-    order = 40
-    def __init__(
-        self,
-        warmup: int,
-        interval: int,
-        k: float = 0.1,
-        source: str = 'features',
-        eval_ds=None,
-        train_ds=None,
-        bs: int = 64,
-        shard: str = 'strided',
-        get_encoder=encoder_of,
-    ):
-        if warmup < 0 or interval < 1:
-            raise ValueError(
-                f"need warmup >= 0 and interval >= 1, got warmup={warmup}, interval={interval}"
-            )
-        if not 0 <= k < 1: raise ValueError(f"k must be in [0, 1), got {k}")
-        if shard not in ('strided', 'contiguous'):
-            raise ValueError(f"shard must be 'strided' or 'contiguous', got {shard!r}")
-        parse_source(source)
-        self.warmup, self.interval, self.k, self.source, self.bs, self.shard = (
-            warmup,
-            interval,
-            k,
-            source,
-            bs,
-            shard,
-        )
-        self.eval_ds, self.train_ds, self.get_encoder = eval_ds, train_ds, get_encoder
-
-    def due(self, epoch: int, n_epoch: int) -> bool:
-        """Refresh after 0-based `epoch` of `n_epoch`? CC's rule with E = epoch + 1: E >= warmup, E
-        % interval == 0, E != n_epoch."""
-        E = epoch + 1
-        return E >= self.warmup and E % self.interval == 0 and E != n_epoch
-
-    def before_fit(self):
-        self.learn.ccrop_log = []
-        self._ds = self.train_ds if self.train_ds is not None else self.learn.dls.train.dataset
-        if not hasattr(self._ds, 'boxes'):
-            raise ValueError("BoxRefreshCallback: the training dataset has no `.boxes` table")
-        self._eval = self.eval_ds if self.eval_ds is not None else _default_eval_view(self._ds)
-        if len(self._eval) != len(self._ds):
-            raise ValueError(
-                f"BoxRefreshCallback: eval_ds has {len(self._eval)} items but the training set has "
-                f"{len(self._ds)}"
-            )
-
-    def after_epoch(self):
-        if self.due(self.learn.epoch, self.learn.n_epoch): self.refresh()
-
-    def refresh(self) -> Tensor:
-        """Recompute all boxes now (under torch.distributed every rank must call it), write them,
-        log the IoU; returns the table."""
-        enc, n = self.get_encoder(self.learn.model), len(self._ds)
-        idxs = shard_indices(n, mode=self.shard)
-        local = dataset_boxes(
-            enc, self._eval, idxs, sources=(self.source,), ks=(self.k,), bs=self.bs
-        )[(self.source, self.k)]
-        table = gather_boxes(local.to(_device(enc)), idxs, n).cpu()
-        self._ds.boxes.set_all(table)
-        self._ds.boxes.use_box = True
-        rec = dict(
-            epoch=self.learn.epoch,
-            source=self.source,
-            k=self.k,
-            whole_share=whole_share(table),
-            miou=float('nan'),
-            miou_whole=float('nan'),
-            n_true=0,
-        )
-        tb = getattr(self._ds, 'true_boxes', None)
-        if tb is not None:
-            tb = torch.as_tensor(tb, dtype=torch.float32)
-            rec.update(miou=mean_iou(table, tb), miou_whole=mean_iou(whole_image_boxes(n), tb),
-                       n_true=int((~torch.isnan(tb).any(-1)).sum()))
-        self.learn.ccrop_log.append(rec)
-        return table

@@ -6,7 +6,8 @@ import torch.multiprocessing as mp
 from torch import nn
 
 from types import SimpleNamespace
-from cmae_course.ccrop import gather_boxes, shard_indices, BoxRefreshCallback, whole_image_boxes, dataset_boxes
+from cmae_course.ccrop import whole_image_boxes, dataset_boxes
+from cmae_course.box_refresh import gather_boxes, shard_indices, BoxRefreshCallback
 from cmae_course.vit import ViT
 
 
