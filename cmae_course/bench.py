@@ -16,7 +16,7 @@ from .mae import create_mae
 from .decoders import DECODERS
 from .cli import dashed_argv
 from .cmae import create_cmae
-from .train import pick_precision, choose_precision
+from .devices import pick_precision, choose_precision
 from .views import pretrain_dataloaders
 from pathlib import Path
 

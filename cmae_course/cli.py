@@ -26,13 +26,14 @@ from .views import ViewDataset, eval_view, draw_box, train_valid_split, pretrain
 from .decoders import DECODERS
 from .mae import create_mae
 from .interop import load_official_mae
-from .ccrop import parse_source, heatmap, boxes_from_heatmap, BoxRefreshCallback
+from .ccrop import parse_source, heatmap, boxes_from_heatmap
+from .box_refresh import BoxRefreshCallback
 from .dist import unwrap, is_rank0, local_only
 from .location import LOC_LOSSES
 from .cmae import CMAE, create_cmae
-from .train import (pick_device, PRECISIONS, ssl_learner, fit_ssl,
-                               lr_from_blr, init_distributed, NonFiniteLossError, OPTIMIZERS,
+from .train import (ssl_learner, fit_ssl, lr_from_blr, NonFiniteLossError, OPTIMIZERS,
                                plain_progress, InjectNaN)
+from .devices import pick_device, PRECISIONS, init_distributed
 from .moco import create_moco, auto_queue_size, MoCoBlur
 from .finetune import KNNMonitorCallback
 from .checkpoint import (SaveCheckpoints, ResumeState, latest_checkpoint,

@@ -4,162 +4,31 @@
 
 # %% ../nbs/10_train.ipynb #cd17b50a
 from __future__ import annotations
-import copy, inspect, json, math, os, platform, statistics, time
-from pathlib import Path
+import inspect, time
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 import torch.distributed as dist
-from torch.nn.parallel import DistributedDataParallel
 
 from fastcore.basics import store_attr
 from fastai.data.core import DataLoaders
-from fastai.data.load import DataLoader as FastDataLoader, _FakeLoader
 from fastai.learner import Learner, Metric, ValueMetric
 from fastai.callback.core import Callback, CancelValidException, CancelEpochException
-from fastai.callback.fp16 import MixedPrecision
 from fastai.callback.schedule import ParamScheduler, SchedLin, SchedCos, combine_scheds
 from fastai.callback.training import GradientAccumulation
+from fastai.callback.progress import ProgressCallback
 from fastai.optimizer import OptimWrapper
 from fastai.torch_core import find_bs
 
 from .dist import unwrap, rank, world_size, is_rank0, momentum_schedule
-from .data import cache_dir
-from fastai.callback.progress import ProgressCallback
-from torch.utils.data import DistributedSampler, RandomSampler
+from .devices import (pick_device, pick_precision, calibrate_precision, DeviceAMP,
+                                 DDPCallback)
 
 # %% auto #0
-__all__ = ['PRECISIONS', 'LOSS_PARTS', 'TASK_METRICS', 'OPTIMIZERS', 'pick_device', 'cpu_has_native_bf16', 'pick_precision',
-           'choose_precision', 'time_precisions', 'precision_cache_file', 'calibrate_precision', 'DeviceAMP',
-           'SSLModel', 'ssl_loss', 'param_groups', 'lr_from_blr', 'adamw_opt', 'sgd_opt', 'warmup_cosine',
-           'MomentumUpdate', 'LossPart', 'SyncLossParts', 'Throughput', 'NoValidation', 'IterLog', 'StepCounter',
-           'PlainEpochTable', 'plain_progress', 'NonFiniteLossError', 'StopOnNaN', 'InjectNaN', 'init_distributed',
-           'shard_dl', 'DDPCallback', 'SSLLearner', 'ssl_learner', 'learn_lr', 'fit_ssl']
-
-# %% ../nbs/10_train.ipynb #4d418dbc
-def pick_device(device:str|torch.device|None='auto') -> torch.device:
-    "The training device: `'auto'` = cuda, then mps, then cpu; or an explicit torch device string."
-    if device is None or str(device) == 'auto':
-        if torch.cuda.is_available(): return torch.device('cuda')
-        if getattr(torch.backends, 'mps', None) is not None and torch.backends.mps.is_available():
-            return torch.device('mps')
-        return torch.device('cpu')
-    try: dev = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise ValueError(f"device={device!r}: not a torch device "
-                         "(use auto, cpu, cuda, cuda:0, mps)") from None
-    if dev.type == 'cuda' and not torch.cuda.is_available():
-        raise ValueError(f"device={device!r}: CUDA is not available here")
-    if dev.type == 'mps' and not torch.backends.mps.is_available():
-        raise ValueError(f"device={device!r}: MPS is not available here")
-    return dev
-
-def cpu_has_native_bf16() -> bool:
-    """True when the CPU has bf16 instructions (AVX512-BF16 or AMX), where bf16 autocast can beat
-    fp32."""
-    cap = torch.backends.cpu.get_cpu_capability().upper()
-    if 'AMX' in cap: return True
-    try: flags = Path('/proc/cpuinfo').read_text()
-    except OSError: return False
-    return ' avx512_bf16' in flags or ' amx_bf16' in flags
-
-PRECISIONS = ('auto', 'bf16', 'fp16', 'fp32')
-
-def pick_precision(precision:str='auto', device:str|torch.device='cpu') -> str:
-    "Resolve `precision` in `PRECISIONS` to 'bf16', 'fp16' or 'fp32' for `device`."
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision={precision!r}: must be one of {PRECISIONS}")
-    dev = torch.device(device)
-    if precision != 'auto':
-        if precision == 'bf16' and dev.type == 'cuda' and not torch.cuda.is_bf16_supported():
-            raise ValueError("precision='bf16': this GPU has no bf16; use fp16")
-        return precision
-    if dev.type == 'cuda': return 'bf16' if torch.cuda.is_bf16_supported() else 'fp16'
-    if dev.type == 'cpu': return 'bf16' if cpu_has_native_bf16() else 'fp32'
-    return 'fp32'   # mps: autocast support is partial, stay safe
-
-# %% ../nbs/10_train.ipynb #e00a35fc
-def choose_precision(step_s:dict, tie:float=0.03) -> str:
-    """The precision with the shortest step in `step_s` ({precision: seconds}); bf16 has to win by
-    more than `tie` (fp32 is exact)."""
-    best = min(step_s, key=step_s.get)
-    return (best if best == 'fp32' or step_s[best] < (1 - tie) * step_s.get('fp32', math.inf)
-            else 'fp32')
-
-def _cpu_name() -> str:
-    try:
-        return next(l.split(':', 1)[1].strip()
-                    for l in Path('/proc/cpuinfo').read_text().splitlines()
-                    if l.startswith('model name'))
-    except (OSError, StopIteration): return platform.processor() or platform.machine()
-
-def time_precisions(net:nn.Module, xb:tuple, device, candidates=('fp32', 'bf16'), steps:int=4,
-                    warmup:int=1) -> dict:
-    """Median seconds of one forward + backward of `net(*xb)['loss']` under each precision's
-    autocast. The candidates take turns, step by step, so that a neighbour's load on a shared
-    machine hits all of them alike. A deep copy is timed: the model's weights, buffers (BatchNorm,
-    MoCo's queue) and gradients stay untouched."""
-    device = torch.device(device)
-    net, times = copy.deepcopy(net).to(device).train(), {p: [] for p in candidates}
-    dtypes = dict(bf16=torch.bfloat16, fp16=torch.float16)
-    for i in range(warmup + steps):
-        for p in (candidates if i % 2 == 0 else candidates[::-1]):
-            t0 = time.perf_counter()
-            with torch.autocast(device.type, dtype=dtypes.get(p, torch.bfloat16),
-                                enabled=p != 'fp32'):
-                loss = net(*xb)['loss']
-            loss.backward(); net.zero_grad(set_to_none=True)
-            if device.type == 'cuda': torch.cuda.synchronize(device)
-            if i >= warmup: times[p].append(time.perf_counter() - t0)
-    return {p: statistics.median(v) for p, v in times.items()}
-
-def precision_cache_file() -> Path:
-    "Where measured precision choices are kept: `precision.json` in the course's cache folder."
-    return cache_dir()/'precision.json'
-
-def calibrate_precision(net:nn.Module, xb:tuple, device='cpu', cache:Path|None|bool=None,
-                        tie:float=0.03) -> dict:
-    """'auto' precision decided by measurement: `time_precisions` of this model on this batch in
-    fp32 and bf16, and `choose_precision`. The answer is cached per CPU model, torch version, thread
-    count, model and batch shape in `cache` (default `precision_cache_file()`; False: no cache) ->
-    dict(choice, step_s, key, cached)."""
-    shapes = ' '.join('x'.join(map(str, x.shape)) for x in xb if torch.is_tensor(x))
-    key = ' | '.join([_cpu_name(), f'torch {torch.__version__}',
-                      f'{torch.get_num_threads()} threads', torch.device(device).type,
-                      type(getattr(unwrap(net), 'model', net)).__name__,
-                      f'{sum(p.numel() for p in net.parameters())} params', shapes])
-    f = None if cache is False else Path(cache or precision_cache_file())
-    try: table = json.loads(f.read_text()) if f is not None and f.exists() else {}
-    except (OSError, ValueError): table = {}    # an unreadable cache is re-measured, never fatal
-    if key in table: return dict(table[key], key=key, cached=True)
-    # the timed forwards draw masks: on a forked RNG, so that a run's random stream does not
-    # depend on whether its precision was measured or read from the cache
-    dev = torch.device(device)
-    with torch.random.fork_rng(devices=[dev.index or 0] if dev.type == 'cuda' else []):
-        t = time_precisions(net, xb, device)
-    rec = dict(choice=choose_precision(t, tie), step_s={p: round(v, 4) for p, v in t.items()})
-    if f is not None:
-        try:
-            f.parent.mkdir(parents=True, exist_ok=True)
-            tmp = f.with_name(f'.{f.name}.{os.getpid()}.tmp')
-            tmp.write_text(json.dumps({**table, key: rec}, indent=1)); os.replace(tmp, f)
-        except OSError: pass    # a read-only cache folder: measure again next time
-    return dict(rec, key=key, cached=False)
-
-# %% ../nbs/10_train.ipynb #f05e9d12
-class DeviceAMP(MixedPrecision):
-    """fastai's `MixedPrecision` for any device type: bf16/fp16 autocast (fp16 with `GradScaler`),
-    fp32 = plain."""
-    def __init__(self, precision='bf16', device_type='cpu', **kwargs):
-        super().__init__(amp_mode='bf16' if precision == 'bf16' else 'fp16', **kwargs)
-        self.precision, self.device_type = precision, device_type
-    def before_fit(self):
-        dtype = dict(bf16=torch.bfloat16, fp16=torch.float16, fp32=torch.float32)[self.precision]
-        on = self.precision != 'fp32'
-        self.autocast = torch.autocast(self.device_type, dtype=dtype, enabled=on)
-        self.kwargs['enabled'] = self.precision == 'fp16'
-        self.learn.scaler, self.scales = torch.amp.GradScaler(self.device_type, **self.kwargs), []
+__all__ = ['LOSS_PARTS', 'TASK_METRICS', 'OPTIMIZERS', 'SSLModel', 'ssl_loss', 'param_groups', 'lr_from_blr', 'adamw_opt',
+           'sgd_opt', 'warmup_cosine', 'MomentumUpdate', 'LossPart', 'SyncLossParts', 'Throughput', 'NoValidation',
+           'IterLog', 'StepCounter', 'PlainEpochTable', 'plain_progress', 'NonFiniteLossError', 'StopOnNaN',
+           'InjectNaN', 'SSLLearner', 'ssl_learner', 'learn_lr', 'fit_ssl']
 
 # %% ../nbs/10_train.ipynb #4914b520
 LOSS_PARTS = ('rec', 'ctr', 'loc')
@@ -392,76 +261,6 @@ class InjectNaN(Callback):
                 self.learn.pred = {**self.pred,
                                    'rec': self.pred.get('rec', self.loss) * float('nan')}
             self.done = True
-
-# %% ../nbs/10_train.ipynb #82803b2a
-def init_distributed(device:torch.device|None=None) -> tuple[int, int]:
-    """Join the process group when started by torchrun (`WORLD_SIZE`>1): NCCL for CUDA, gloo
-    otherwise. -> (rank, world)"""
-    if int(os.environ.get('WORLD_SIZE', 1)) <= 1 or not dist.is_available(): return 0, 1
-    if not dist.is_initialized():
-        cuda = device is not None and torch.device(device).type == 'cuda'
-        if cuda: torch.cuda.set_device(int(os.environ.get('LOCAL_RANK', 0)))
-        dist.init_process_group(backend='nccl' if cuda else 'gloo')
-    return dist.get_rank(), dist.get_world_size()
-
-def _broadcast_list(xs:list, src:int=0) -> list:
-    """Broadcast a list of ints from rank `src` with the running backend (CPU tensor for gloo, CUDA
-    for NCCL)."""
-    dev = 'cuda' if dist.get_backend() == 'nccl' else 'cpu'
-    t = torch.tensor(xs, dtype=torch.long, device=dev)
-    dist.broadcast(t, src)
-    return t.cpu().tolist()
-
-class _Sharded:
-    """Mixin for fastai `DataLoader`s: rank 0's shuffled order, padded and dealt out interleaved
-    (rank::world)."""
-    def get_idxs(self):
-        idxs = _broadcast_list(list(super().get_idxs()))
-        n, ws = len(idxs), world_size()
-        n_pad = math.ceil(n / ws) * ws
-        idxs += (idxs * (n_pad // n + 1))[:n_pad - n]
-        return idxs[rank()::ws]
-    def __len__(self):
-        n = math.ceil(self.n / world_size())
-        return n // self.bs + (0 if self.drop_last or n % self.bs == 0 else 1)
-
-def shard_dl(dl):
-    """A per-process view of `dl` (fastai `DataLoader` or torch `DataLoader`) for DDP; the dataset
-    is shared."""
-    if isinstance(dl, _Sharded) or world_size() == 1: return dl
-    if isinstance(dl, FastDataLoader):
-        new = copy.copy(dl)
-        new.__class__ = type(f'Sharded{type(dl).__name__}', (_Sharded, type(dl)), {})
-        f = dl.fake_l
-        new.fake_l = _FakeLoader(new, f.pin_memory, f.num_workers, f.timeout,
-                                 persistent_workers=f.persistent_workers,
-                                 pin_memory_device=f.pin_memory_device)
-        return new
-    sampler = DistributedSampler(dl.dataset, shuffle=isinstance(dl.sampler, RandomSampler),
-                                 drop_last=dl.drop_last)
-    return torch.utils.data.DataLoader(dl.dataset, batch_size=dl.batch_size, sampler=sampler,
-                                       num_workers=dl.num_workers, collate_fn=dl.collate_fn,
-                                       drop_last=dl.drop_last, pin_memory=dl.pin_memory)
-
-class DDPCallback(Callback):
-    """Wrap the model in `DistributedDataParallel` and the loaders in `ShardedDL` for the fit; undo
-    after."""
-    order = 11
-    def __init__(self, find_unused_parameters=True): store_attr()
-    def before_fit(self):
-        dev = next(self.model.parameters()).device
-        self.learn.model = DistributedDataParallel(
-            self.model, device_ids=[dev.index] if dev.type == 'cuda' else None,
-            find_unused_parameters=self.find_unused_parameters)
-        self.old_loaders = list(self.dls.loaders)
-        self.learn.dls.loaders = [self._wrap(dl) for dl in self.dls.loaders]
-    def _wrap(self, dl): return shard_dl(dl)
-    def before_train(self):
-        self.learn.dl = self._wrap(self.learn.dl)
-        if hasattr(getattr(self.dl, 'sampler', None), 'set_epoch'):
-            self.dl.sampler.set_epoch(self.epoch)
-    def after_fit(self):
-        self.learn.model, self.learn.dls.loaders = self.model.module, self.old_loaders
 
 # %% ../nbs/10_train.ipynb #bc2c9537
 class SSLLearner(Learner):

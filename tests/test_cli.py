@@ -88,7 +88,7 @@ def test_auto_precision_is_measured_and_cached(tmp_path):
     assert head2.endswith('cached)'), head2
     table = json.loads((tmp_path/'cache'/'cmae_course'/'precision.json').read_text())
     (rec,) = table.values()
-    from cmae_course.train import choose_precision
+    from cmae_course.devices import choose_precision
     s = json.loads((tmp_path/'a'/'summary.json').read_text())
     assert s['precision'] == rec['choice'] == choose_precision(rec['step_s']) and s['precision_step_s'] == rec['step_s']
 

@@ -66,7 +66,8 @@ def worker(out):
     "One DDP rank: train 1 epoch, record the all-reduced first-step loss and the weights after step 1."
     import torch.distributed as dist
     from fastai.callback.core import Callback, CancelFitException
-    from cmae_course.train import init_distributed, unwrap
+    from cmae_course.train import unwrap
+    from cmae_course.devices import init_distributed
     rank, ws = init_distributed(torch.device('cpu'))
     assert ws == WORLD, ws
     items = make_items()

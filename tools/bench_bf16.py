@@ -2,7 +2,7 @@
 Usage: python tools/bench_bf16.py   (uses 2 threads; run on a quiet machine, timings shift with load)."""
 import time, torch
 from cmae_course.mae import create_mae
-from cmae_course.train import cpu_has_native_bf16
+from cmae_course.devices import cpu_has_native_bf16
 
 
 def bench(prec, model, x, n=4):
