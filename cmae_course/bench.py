@@ -14,7 +14,7 @@ from fastcore.script import call_parse, anno_parser, bool_arg, store_true
 
 from .mae import create_mae
 from .decoders import DECODERS
-from .cli import dashed_argv
+from .config import dashed_argv
 from .cmae import create_cmae
 from .devices import pick_precision, choose_precision
 from .views import pretrain_dataloaders
@@ -120,7 +120,7 @@ def bench(method='mae', arch='vit_base', *, decoder='transformer', dec_dim=512, 
           compile=False, opt='fused', seed=0, **model_kw) -> dict:
     """Time one configuration's training step; FLOPs, achieved GFLOP/s, the matmul peak of the same
     dtype, `mfu`, peak memory. `precision='auto'` on a CPU times the step in fp32 and in bf16,
-    reports both (`precisions`) and keeps the faster one (`train.choose_precision`: bf16 must win by
+    reports both (`precisions`) and keeps the faster one (`devices.choose_precision`: bf16 must win by
     3%), which is how `cmae_pretrain --precision auto` decides too."""
     device = torch.device(device)
     torch.manual_seed(seed)

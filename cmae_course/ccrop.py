@@ -10,12 +10,13 @@ import torch.nn.functional as F
 from torch import nn, Tensor
 from torch.utils.data import DataLoader, Subset
 from .views import draw_box
+from .augment import denormalize
 
 # %% auto #0
 __all__ = ['FEATURE_REDUCTIONS', 'FEATURE_TOKENS', 'DEFAULT_FEATURES', 'CC_LITERAL', 'boxes_from_heatmap', 'box_iou',
            'whole_image_boxes', 'mean_iou', 'whole_share', 'eval_mode', 'minmax_normalize', 'upsample_map',
            'parse_source', 'patch_grid', 'token_maps', 'patch_scores', 'scores_to_heatmap', 'heatmap', 'dataset_boxes',
-           'box_iou_table', 'show_ccrop']
+           'box_iou_table', 'show_ccrop', 'plot_heatmaps']
 
 # %% ../nbs/06_ccrop.ipynb #c007
 def boxes_from_heatmap(hm: Tensor, k: float = 0.1, exclusive_end: bool = True) -> Tensor:
@@ -276,4 +277,24 @@ def show_ccrop(
         if r == 0: axs[r, 0].set_title('image, true box', fontsize=7)
     for ax in axs.flat: ax.set_axis_off()
     plt.tight_layout(pad=0.2)
+    return fig
+
+# %% ../nbs/06_ccrop.ipynb #1ceee23c
+def plot_heatmaps(encoder, imgs, true_boxes=None, source='features', k=0.1, fname=None):
+    "Images with their ContrastiveCrop heatmap, the box from it (yellow) and the true box (lime)."
+    import matplotlib.pyplot as plt    # matplotlib only where a figure is drawn
+    # eval mode and no_grad inside, modes restored
+    hm = heatmap(encoder, imgs, source).float().cpu()
+    boxes, n, S = boxes_from_heatmap(hm, k), len(imgs), imgs.shape[-1]
+    fig, axs = plt.subplots(2, n, figsize=(1.1 * n, 2.4), dpi=72, squeeze=False)
+    for i in range(n):
+        axs[0, i].imshow(denormalize(imgs[i].float().cpu()).permute(1, 2, 0).numpy())
+        axs[1, i].imshow(hm[i].numpy(), cmap='inferno', vmin=0, vmax=1)
+        for ax in axs[:, i]:
+            ax.axis('off')
+            draw_box(ax, boxes[i], S, 'yellow', lw=1.2)
+            draw_box(ax, None if true_boxes is None else true_boxes[i], S, 'lime', lw=1.2)
+    axs[0, 0].set_title(f'heatmap: {source}, k={k}', fontsize=7, loc='left')
+    fig.tight_layout(pad=0.2)
+    if fname: fig.savefig(fname); plt.close(fig)
     return fig

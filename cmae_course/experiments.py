@@ -6,8 +6,8 @@
 from __future__ import annotations
 import json, os, shlex, statistics, subprocess, sys, time
 from pathlib import Path
-from fastcore.script import call_parse, _run_cli
-from .cli import dashed_argv
+from fastcore.script import call_parse
+from .config import run_script
 from .probes import logistic_probe, knn_eval
 from .evaluate import run_eval, load_eval_data
 
@@ -475,6 +475,5 @@ def main():
     """The `cmae_experiments` console script: keeps the command as typed for results.json, accepts
     `--n-train` for fastcore's `--n_train` and `--fewlabel` / `--no-fewlabel`, then fastcore's parser."""
     _typed[:] = sys.argv[1:]
-    sys.argv[1:] = dashed_argv(sys.argv[1:], switches=('fewlabel',))
-    return _run_cli(cmae_experiments.__wrapped__, False)
+    return run_script(cmae_experiments, switches=('fewlabel',))
 

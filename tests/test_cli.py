@@ -43,12 +43,13 @@ def test_bad_arguments(kw, msg, tmp_path):
 
 
 def test_cli_argv_spellings():
-    from cmae_course.cli import cli_argv
+    from cmae_course.config import dashed_argv
+    cli_argv = lambda argv: dashed_argv(argv, switches=('ccrop',))   # cmae_pretrain's spellings
     assert cli_argv(['--img-size', '32', '--no-ccrop', '--lambda-ctr=0.5']) == ['--img_size', '32', '--ccrop', 'off', '--lambda_ctr=0.5']
     assert cli_argv(['--ccrop', '--bs', '8']) == ['--ccrop', 'on', '--bs', '8']
     assert cli_argv(['--ccrop', 'auto', '--no-probe']) == ['--ccrop', 'auto', '--no-probe']
     assert cli_argv(['--no_ccrop', '--ccrop', 'maybe']) == ['--ccrop', 'off', '--ccrop', 'maybe']   # the command rejects 'maybe'
-    from cmae_course.cli import dashed_argv
+    from cmae_course.config import dashed_argv
     assert dashed_argv(['--no-fewlabel', '--fewlabel', '--n-train', '3'], switches=('fewlabel',)) == [
         '--fewlabel', 'off', '--fewlabel', 'on', '--n_train', '3']
 
@@ -95,7 +96,7 @@ def test_auto_precision_is_measured_and_cached(tmp_path):
 
 def test_init_mae_loads_the_encoder_and_its_momentum_copy(tmp_path):
     "`--init-mae`: the official checkpoint's encoder weights reach the encoder and CMAE's momentum encoder."
-    from cmae_course.cli import resolve_config, build_model
+    from cmae_course.config import resolve_config, build_model
     from cmae_course.interop import export_official_mae
     from cmae_course.mae import create_mae
     src = create_mae('vit_tiny', img_size=32, patch_size=4, depth=4, dec_dim=128, dec_depth=2, dec_heads=4)

@@ -10,7 +10,7 @@ environments) are converted to MathML when the book is built, by `latex2mathml`,
 nbconvert's markdown parser finds them, so a `$` in code is left alone and the markdown rules never see the TeX (no `_` or
 `*` turned into emphasis). A formula that cannot be converted stops the build. Cells marked
 `#| hide` (hidden exercise solutions, export calls) are left out and `#|` directives are stripped, as nbdev's own
-site does. Links between lessons (`13_eval.ipynb`) point to the rendered pages (`13_eval.html`). Widgets need a live
+site does. Links between lessons (`12_eval.ipynb`) point to the rendered pages (`12_eval.html`). Widgets need a live
 kernel, so a widget output is replaced by a note saying so, followed by the explorer's static view at the settings it
 was saved with: the outputs of its `Output` widget in the notebook's saved widget state (JupyterLab and nbclient save
 it), or the figure that execnb (`nbdev_test`, tools/run_notebook.py) writes into the cell itself. Quarto (which
@@ -121,7 +121,7 @@ def title_of(nb, fallback):
 
 
 def ipynb_links(text):
-    "`13_eval.ipynb` and `13_eval.ipynb#sec` link targets -> `.html` (relative links only)."
+    "`12_eval.ipynb` and `12_eval.ipynb#sec` link targets -> `.html` (relative links only)."
     return re.sub(r'(\]\(|href=")(?!https?:)([\w./-]+?)\.ipynb(?=[#)"])', r'\1\2.html', text)
 
 
