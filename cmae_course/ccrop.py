@@ -8,8 +8,9 @@ from contextlib import contextmanager
 import torch
 import torch.nn.functional as F
 from torch import nn, Tensor
-from torch.utils.data import DataLoader, Subset
-from .views import draw_box
+import matplotlib.pyplot as plt
+import pandas as pd
+from .views import draw_box, iter_batches
 from .augment import denormalize
 
 # %% auto #0
@@ -180,16 +181,6 @@ def heatmap(encoder: nn.Module, imgs: Tensor, source: str = 'features') -> Tenso
 # %% ../nbs/06_ccrop.ipynb #c021
 def _device(m: nn.Module): return next(m.parameters()).device
 
-def _batches(dataset, idxs, bs):
-    """Batches of items `idxs` in order: one `dataset.get_batch(chunk)` call per batch when the
-    dataset has it, else a DataLoader."""
-    if hasattr(dataset, 'get_batch'):
-        for c in idxs.split(bs): yield dataset.get_batch(c)
-    else:
-        yield from DataLoader(
-            Subset(dataset, idxs.tolist()), batch_size=bs, shuffle=False, num_workers=0
-        )
-
 def dataset_boxes(
     encoder: nn.Module, dataset, idxs=None, sources=('features',), ks=(0.1,), bs: int = 64
 ) -> dict:
@@ -200,7 +191,7 @@ def dataset_boxes(
     for s in sources: parse_source(s)
     idxs = torch.arange(len(dataset)) if idxs is None else torch.as_tensor(idxs)
     dev, out = _device(encoder), {(s, k): [] for s in sources for k in ks}
-    for b in _batches(dataset, idxs, bs):
+    for b in iter_batches(dataset, bs, idxs):
         imgs = (b[0] if isinstance(b, (list, tuple)) else b).to(dev)
         tm = token_maps(encoder, imgs)
         for s in sources:
@@ -220,7 +211,6 @@ def box_iou_table(
     plus a 'whole image' row (IoU of (0, 0, 1, 1), the no-localisation baseline). `dataset`: full
     un-augmented images, (img, ...) items; `true_boxes` (n, 4) fractions, default
     `dataset.true_boxes`, NaN rows skipped. Returns a pandas DataFrame."""
-    import pandas as pd
     tb = getattr(dataset, 'true_boxes', None) if true_boxes is None else true_boxes
     if tb is None:
         raise ValueError("box_iou_table: the dataset has no `true_boxes`; pass true_boxes=(n, 4)")
@@ -246,9 +236,8 @@ def show_ccrop(
     """Grid: per item of `eval_ds` (items (img, ...), `.true_boxes`), the image with its true box
     (lime) and, per `source`, the heatmap with its box at threshold `k` (yellow, dashed).
     `mean`/`std` undo the normalisation for display."""
-    import matplotlib.pyplot as plt
     idxs = torch.as_tensor(idxs)
-    imgs = next(iter(_batches(eval_ds, idxs, len(idxs))))[0].to(_device(encoder))
+    imgs = next(iter(iter_batches(eval_ds, len(idxs), idxs)))[0].to(_device(encoder))
     tm = token_maps(encoder, imgs)
     H, W = imgs.shape[-2:]
     hms = {
@@ -282,7 +271,6 @@ def show_ccrop(
 # %% ../nbs/06_ccrop.ipynb #1ceee23c
 def plot_heatmaps(encoder, imgs, true_boxes=None, source='features', k=0.1, fname=None):
     "Images with their ContrastiveCrop heatmap, the box from it (yellow) and the true box (lime)."
-    import matplotlib.pyplot as plt    # matplotlib only where a figure is drawn
     # eval mode and no_grad inside, modes restored
     hm = heatmap(encoder, imgs, source).float().cpu()
     boxes, n, S = boxes_from_heatmap(hm, k), len(imgs), imgs.shape[-1]

@@ -20,7 +20,8 @@ warnings.filterwarnings('ignore', message=r'`torch.jit.script` is deprecated',
 
 import random
 import numpy as np
-from .patching import patchify, unpatchify
+import matplotlib.pyplot as plt
+from .mae import reconstruct
 from .augment import denormalize
 from .views import ViewDataset, eval_view
 from .ccrop import plot_heatmaps
@@ -38,8 +39,8 @@ from .checkpoint import (SaveCheckpoints, ResumeState, latest_checkpoint,
                                     load_checkpoint, restore_learner, atomic_save)
 
 # %% auto #0
-__all__ = ['evaluate_frozen', 'print_summary', 'plot_losses', 'reconstruct', 'plot_reconstructions', 'DataError', 'run_callbacks',
-           'pretrain', 'cmae_pretrain', 'main']
+__all__ = ['evaluate_frozen', 'print_summary', 'plot_losses', 'plot_reconstructions', 'DataError', 'run_callbacks', 'pretrain',
+           'cmae_pretrain', 'main']
 
 # %% ../nbs/13_cli.ipynb #262c92a1
 def evaluate_frozen(encoder:nn.Module, dls, valid_ims, c:CMAEConfig) -> dict:
@@ -69,7 +70,6 @@ def print_summary(s:dict):
 # %% ../nbs/13_cli.ipynb #5a6028f3
 def plot_losses(history:list, fname=None):
     "One panel per logged loss part over epochs, from the `metrics.json` history."
-    import matplotlib.pyplot as plt
     parts = [k for k in ('loss', 'rec', 'ctr', 'loc') if any(r.get(k) is not None for r in history)]
     if 'train_loss' in (history[0] if history else {}) and 'loss' not in parts:
         parts = ['train_loss'] + parts
@@ -82,33 +82,14 @@ def plot_losses(history:list, fname=None):
     if fname: fig.savefig(fname); plt.close(fig)
     return fig
 
-@torch.no_grad()
-def reconstruct(model:nn.Module, imgs:torch.Tensor, mask_ratio:float=0.75, seed:int=0):
-    """(pred_imgs, mask_imgs) for `imgs` (N, C, H, W): MAE or CMAE prediction unpatchified (norm-pix
-    undone), mask 1 = hidden."""
-    enc = model.encoder
-    p = enc.patch_size
-    noise = torch.rand(len(imgs), enc.num_patches,
-                       generator=torch.Generator().manual_seed(seed)).to(imgs.device)
-    was = model.training; model.eval()
-    out = (model(imgs, imgs, mask_ratio=mask_ratio, noise=noise)
-           if hasattr(model, 'momentum_update')
-           else model(imgs, mask_ratio=mask_ratio, noise=noise))
-    model.train(was)
-    pred, mask = out['pred'], out['mask']
-    pred = pred.float()
-    if getattr(model, 'norm_pix_loss', False):    # the model predicts per-patch normalised pixels
-        t = patchify(imgs, p)
-        pred = pred * (t.var(-1, keepdim=True) + 1e-6).sqrt() + t.mean(-1, keepdim=True)
-    m = mask.float()[..., None].expand(-1, -1, pred.shape[-1])
-    return unpatchify(pred, p, hw=enc.grid_size), unpatchify(m, p, hw=enc.grid_size)
-
-def plot_reconstructions(model, imgs, mask_ratio=0.75, fname=None, denorm=None):
-    "Rows: original, masked input, reconstruction (visible patches pasted back)."
-    import matplotlib.pyplot as plt
+def plot_reconstructions(model, imgs, mask_ratio=0.75, fname=None, denorm=None, seed=0):
+    """Rows: original, masked input, reconstruction (visible patches pasted back), by lesson 04's
+    `reconstruct` with the masks of `seed` (the same masks in every run's figure)."""
     denorm = denorm or denormalize
-    rec, m = reconstruct(model, imgs, mask_ratio)
-    rows = [imgs, imgs * (1 - m), imgs * (1 - m) + rec * m]
+    noise = torch.rand(len(imgs), model.encoder.num_patches,
+                       generator=torch.Generator().manual_seed(seed)).to(imgs.device)
+    r = reconstruct(model, imgs, mask_ratio, noise)
+    rows = [imgs, r['masked'], r['pasted']]
     n = len(imgs)
     fig, axs = plt.subplots(3, n, figsize=(1.1 * n, 3.4), dpi=72, squeeze=False)
     for r, (row, name) in enumerate(zip(rows, ('original', 'visible', 'reconstruction'))):

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 from .patching import get_2d_sincos_pos_embed, take_tokens, random_masking
-from .vit import Block, Mlp
+from .vit import Block, Mlp, as_pair
 
 # %% auto #0
 __all__ = ['BLOCK_KINDS', 'DECODERS', 'PAPER_DECODER_STUDY', 'unshuffle', 'MlpBlock', 'ConvBlock', 'make_block', 'MaeDecoder',
@@ -31,8 +31,6 @@ def unshuffle(x, mask_token, ids_restore):
     return torch.cat([x[:, :1], x_], dim=1)
 
 # %% ../nbs/03_decoders.ipynb #1ba85a15
-def _pair(x): return (x, x) if isinstance(x, int) else tuple(x)
-
 class MlpBlock(nn.Module):
     """A transformer block without attention, `x + mlp(norm(x))`, applied to each token on its own.
     x: (N, T, D) -> (N, T, D)."""
@@ -50,7 +48,7 @@ class ConvBlock(nn.Module):
     `gelu(conv(x))`."""
     def __init__(self, dim, grid_size, *, n_prefix=1, residual=True):
         super().__init__()
-        self.grid_size, self.n_prefix, self.residual = _pair(grid_size), n_prefix, residual
+        self.grid_size, self.n_prefix, self.residual = as_pair(grid_size), n_prefix, residual
         self.norm = nn.LayerNorm(dim, eps=1e-6) if residual else nn.Identity()
         self.conv = nn.Conv2d(dim, dim, kernel_size=3, stride=1, padding=1)
         self.act = nn.GELU()
@@ -89,7 +87,7 @@ class MaeDecoder(nn.Module):
         if 'attn' in kinds and dim % num_heads:
             raise ValueError(f"dim={dim} must be divisible by num_heads={num_heads}")
         self.kinds, self.dim, self.depth, self.embed_dim = kinds, dim, len(kinds), embed_dim
-        self.grid_size, self.patch_size, self.in_chans = _pair(grid_size), patch_size, in_chans
+        self.grid_size, self.patch_size, self.in_chans = as_pair(grid_size), patch_size, in_chans
         self.num_patches = self.grid_size[0] * self.grid_size[1]
         self.embed = nn.Linear(embed_dim, dim)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, dim))
@@ -212,7 +210,7 @@ def decoder_stats(name, *, embed_dim, img_size, patch_size, in_chans=3,
                   mask_ratio=0.75, **kwargs) -> dict:
     """One row of the decoder table: block layout, parameter counts and per-image FLOPs of
     `create_decoder(name, ...)`."""
-    grid = tuple(s // patch_size for s in _pair(img_size))
+    grid = tuple(s // patch_size for s in as_pair(img_size))
     with torch.device('meta'):   # shapes only: no memory, no init cost, FLOPs counted all the same
         dec = create_decoder(name, embed_dim=embed_dim, grid_size=grid, patch_size=patch_size,
                              in_chans=in_chans, **kwargs)
@@ -229,6 +227,7 @@ PAPER_DECODER_STUDY = ([('transformer', dict(dim=512, depth=d)) for d in (8, 6, 
 def decoder_table(configs=PAPER_DECODER_STUDY, *, embed_dim=768, img_size=224,
                   patch_size=16, **kwargs):
     "A pandas DataFrame of `decoder_stats` for each (name, kwargs) in `configs`."
+    # pandas is not a dependency of the model code (it comes with fastai): imported for this table only
     import pandas as pd
     return pd.DataFrame([decoder_stats(n, embed_dim=embed_dim, img_size=img_size,
                                        patch_size=patch_size, **kwargs, **kw)

@@ -10,165 +10,12 @@ from fastcore.script import call_parse
 from .config import run_script
 from .probes import logistic_probe, knn_eval
 from .evaluate import run_eval, load_eval_data
+from .table_rows import (ROWS, EXTRA_ROWS, BASELINES, MAIN_ROWS, PAPER_TOP1, slug,
+                                    row_options, parse_rows, run_command, paper_commands)
 
 # %% auto #0
-__all__ = ['ROWS', 'EXTRA_ROWS', 'BASELINES', 'PAPER_TOP1', 'WORKSHOP', 'MAIN_ROWS', 'METRICS', 'TASKS', 'PAPER_RECIPES',
-           'TABLE_BUDGET', 'slug', 'parse_rows', 'run_command', 'raw_pixel_result', 'run_experiments', 'summarize',
-           'spread', 'compare', 'table_markdown', 'load_results', 'paper_commands', 'cmae_experiments', 'main']
-
-# %% ../nbs/16_experiments.ipynb #b1117fc0
-# name -> (what changes, cmae_pretrain options); every row also gets the shared preset/budget and a
-# seed
-ROWS = {
-    'MoCo-v1': (
-        'ResNet-18 design (tiny preset: 1 block per stage), queue, T 0.07',
-        dict(method='mocov1'),
-    ),
-    'MoCo-v2': (
-        'ResNet-50 design (tiny preset: 1 block per stage), MLP head, blur, T 0.2',
-        dict(method='mocov2'),
-    ),
-    'MAE': ('ViT, reconstruction only', dict(method='mae')),
-    'CMAE': ('ViT, ContrastiveCrop + contrastive + location + reconstruction', dict(method='cmae')),
-    'CMAE w/o ContrastiveCrop': ('random resized crops instead', dict(method='cmae', ccrop='off')),
-    'CMAE w/o contrastive': ('lambda_ctr = 0', dict(method='cmae', lambda_ctr=0.0)),
-    'CMAE w/o location': ('lambda_loc = 0', dict(method='cmae', lambda_loc=0.0)),
-    'CMAE, MLP decoder': ('per-token MLP decoder', dict(method='cmae', decoder='mlp')),
-    'CMAE, conv decoder': ('convolutional decoder', dict(method='cmae', decoder='conv')),
-    'CMAE, hybrid MLP decoder': (
-        'attention, MLP, attention: 3 blocks (a hybrid needs a middle one)',
-        dict(method='cmae', decoder='hybrid_mlp', dec_depth=3),
-    ),
-    'CMAE, hybrid conv decoder': (
-        'attention, conv, attention: 3 blocks',
-        dict(method='cmae', decoder='hybrid_conv', dec_depth=3),
-    ),
-}
-# not in the default table (time): the paper's "fewer / narrower transformer layers", and the recipe
-# sweep
-EXTRA_ROWS = {
-    'CMAE, decoder 1 block': (
-        'transformer decoder, 1 block instead of 2',
-        dict(method='cmae', dec_depth=1),
-    ),
-    'CMAE, decoder 64 wide': (
-        'transformer decoder, width 64 instead of 128',
-        dict(method='cmae', dec_dim=64),
-    ),
-    'CMAE, momentum 0.996': (
-        'momentum constant 0.996 (HCMAE) instead of cosine 0.99 -> 1',
-        dict(method='cmae', momentum=0.996, momentum_end=0.996),
-    ),
-    'CMAE, lambda_ctr 1': (
-        "the paper's contrastive weight, 1 (the default is 0.3)",
-        dict(method='cmae', lambda_ctr=1.0),
-    ),
-    'CMAE, lambda_ctr 0.3': (
-        'contrastive weight 0.3 (the default since the sweep)',
-        dict(method='cmae', lambda_ctr=0.3),
-    ),
-    'CMAE, lambda_ctr 0.1': ('contrastive weight 0.1', dict(method='cmae', lambda_ctr=0.1)),
-    'CMAE, tau 0.1': ('InfoNCE temperature 0.1 instead of 0.2', dict(method='cmae', tau=0.1)),
-    'CMAE, norm-pix': (
-        'reconstruct per-patch normalised pixels',
-        dict(method='cmae', norm_pix=True),
-    ),
-    'MAE, norm-pix': ('reconstruct per-patch normalised pixels', dict(method='mae', norm_pix=True)),
-    # the location task on its own terms (lesson 08): no contrastive task, so each row costs an MAE
-    # run
-    'location, DropPos 0.25': (
-        'lambda_ctr = 0; 25% of the visible tokens lose their PE (75% by default)',
-        dict(method='cmae', lambda_ctr=0.0, pos_mask_ratio=0.25),
-    ),
-    'location, 7 of 63 without PE': (
-        'lambda_ctr = 0; mask ratio 0.02 and 10% of the visible tokens lose their PE: the easiest '
-        'DropPos case, every scored token among anchors; 2 epochs (a 63-token pass is slow)',
-        dict(method='cmae', lambda_ctr=0.0, mask_ratio=0.02, pos_mask_ratio=0.1, epochs=2),
-    ),
-    'location, paper': (
-        "lambda_ctr = 0; the paper's literal task: every scored token keeps its PE",
-        dict(method='cmae', lambda_ctr=0.0, loc_mode='paper'),
-    ),
-    # is it the task or the position dropout? The PEs of 75% of the visible tokens are dropped as in
-    # CMAE, but the location loss weighs 1e-4: the head still trains, the encoder gets no signal
-    'CMAE, PE dropout only': (
-        'position dropout as CMAE (75% of visible tokens), location loss weight 1e-4 (no task)',
-        dict(method='cmae', lambda_loc=1e-4),
-    ),
-    'location, paper, L2 loss': (
-        "lambda_ctr = 0; the literal task with Eq. 5's L2 loss on the softmax",
-        dict(method='cmae', lambda_ctr=0.0, loc_mode='paper', loc_loss='l2'),
-    ),
-}
-BASELINES = {  # no pretraining: the floors every method has to clear
-    'raw pixels': ('a linear probe / kNN on the pixels themselves', None),
-    'ViT, untrained': (
-        'the MAE/CMAE encoder at initialisation (cmae_pretrain --epochs 0)',
-        dict(method='mae', epochs=0),
-    ),
-    'ResNet, untrained': (
-        'the MoCo-v1 encoder at initialisation (cmae_pretrain --epochs 0)',
-        dict(method='mocov1', epochs=0),
-    ),
-}
-# Table 1, Tiny-ImageNet, percent
-PAPER_TOP1 = {'MoCo-v1': 47.09, 'MoCo-v2': 45.82, 'MAE': 62.95, 'CMAE': 65.84}
-# ViT 4 blocks / ResNets 1 block per stage, 32 px, all images; rows bring the floors
-WORKSHOP = dict(preset='tiny', floor=False)
-# the comparison the course must get right, at the main job's budget
-MAIN_ROWS = ('ViT, untrained', 'MAE', 'CMAE')
-
-def slug(name:str) -> str:
-    "A folder name for a row: 'CMAE w/o location' -> 'cmae-wo-location'."
-    s = ''.join(ch.lower() if ch.isalnum() else '-' for ch in name.replace('w/o', 'wo'))
-    return '-'.join(p for p in s.split('-') if p)
-
-# %% ../nbs/16_experiments.ipynb #ec841154
-def _flag(k:str, v) -> list[str]:
-    k = '--' + k.replace('_', '-')
-    if k == '--ccrop':
-        return (
-            ['--ccrop' if v == 'on' else '--no-ccrop']
-            if v in ('on', 'off')
-            else ['--ccrop', str(v)]
-        )
-    if isinstance(v, bool): return [k if v else '--no-' + k[2:]]
-    return [k, str(v)]
-
-def _row_opts(name:str) -> dict:
-    rows = {**ROWS, **EXTRA_ROWS, **{k: v for k, v in BASELINES.items() if v[1] is not None}}
-    if name not in rows:
-        raise ValueError(f"row {name!r}: unknown; choose from {list(rows) + ['raw pixels']}")
-    return rows[name][1]
-
-def parse_rows(s:str) -> list[str]:
-    """Row names from a comma-separated string; names may hold commas themselves ('CMAE, tau 0.1'),
-    so at each position the longest run of pieces that names a row wins. An unknown name raises a
-    ValueError that names it."""
-    known = {*ROWS, *EXTRA_ROWS, *BASELINES}
-    parts, out, i = s.split(','), [], 0
-    while i < len(parts):
-        j = next(
-            (j for j in range(len(parts), i, -1) if ','.join(parts[i:j]).strip() in known), None
-        )
-        if j is None: _row_opts(parts[i].strip())                 # raises, naming the unknown row
-        out.append(','.join(parts[i:j]).strip()); i = j
-    return out
-
-def run_command(name:str, seed:int, out:str|Path, extra:str='', **shared) -> list[str]:
-    """The `cmae_pretrain` argv for row `name` with `seed`, writing to `out/<slug>/seed<seed>`;
-    `shared` options apply to every row, and so do the raw `extra` options (`'--lambda-ctr 1'`),
-    which come first so that a row's own options override them."""
-    opts = {
-        **WORKSHOP,
-        **shared,
-        **_row_opts(name),
-        'seed': seed,
-        'out': Path(out) / slug(name) / f'seed{seed}',
-    }
-    return ['cmae_pretrain', *shlex.split(extra or '')] + [
-        a for k, v in opts.items() if v is not None for a in _flag(k, v)
-    ]
+__all__ = ['METRICS', 'TASKS', 'TABLE_BUDGET', 'raw_pixel_result', 'run_experiments', 'summarize', 'spread', 'compare',
+           'table_markdown', 'load_results', 'cmae_experiments', 'main']
 
 # %% ../nbs/16_experiments.ipynb #89865f07
 def _run(cmd:list[str], folder:Path, threads:int|None=None) -> dict:
@@ -231,7 +78,7 @@ def run_experiments(
     `encoder.pt`. Finished runs are reused. Results also in `out/results.json`, with `command`."""
     out, rows = Path(out), list(ROWS) if rows is None else list(rows)
     # unknown names fail before anything runs
-    for r in rows: _row_opts(r) if r != 'raw pixels' else None
+    for r in rows: row_options(r) if r != 'raw pixels' else None
     names = [b for b in BASELINES if b not in rows] * bool(baselines) + rows
     res, t_all = [], time.perf_counter()
     for name in names:
@@ -375,31 +222,6 @@ def table_markdown(runs:list[dict], paper:bool=True, tasks:bool=True) -> str:
 def load_results(path) -> dict:
     "The `results.json` written by `run_experiments`."
     return json.loads(Path(path).read_text())
-
-# %% ../nbs/16_experiments.ipynb #6b3dae2a
-# Table 1 / §4.2: method -> the paper's epochs and batch; the rest comes from `--preset paper`
-PAPER_RECIPES = {
-    'MoCo-v1': dict(method='mocov1', epochs=500, bs=512),
-    'MoCo-v2': dict(method='mocov2', epochs=200, bs=128),
-    'MAE': dict(method='mae'),
-    'CMAE': dict(method='cmae'),
-}
-
-def paper_commands(data:str='data/tiny-imagenet-200', out:str='runs/paper') -> list[str]:
-    """Shell commands for Table 1 at the paper's scale on one GPU: pretrain, then the converged
-    linear probe of the frozen encoder."""
-    cmds = []
-    for name, o in PAPER_RECIPES.items():
-        run = f"{out}/{slug(name)}"
-        opts = ' '.join(a for k, v in o.items() for a in _flag(k, v))
-        cmds.append(
-            f"cmae_pretrain --preset paper {opts} --data {data} --device cuda --precision bf16 "
-            f"--workers 8 --out {run}"
-        )
-        cmds.append(
-            f"cmae_eval --checkpoint {run} --data {data} --protocol linear > {run}/linear.json"
-        )
-    return cmds
 
 # %% ../nbs/16_experiments.ipynb #ffed5d4f
 # the command as typed, for results.json (set by `main`)

@@ -4,7 +4,7 @@
 
 # %% ../nbs/04_mae.ipynb #ce94ae4c
 from __future__ import annotations
-import re
+import inspect, re
 import torch
 from torch import nn
 import matplotlib.pyplot as plt
@@ -125,13 +125,15 @@ def reconstruct(model, imgs, mask_ratio=0.75, noise=None) -> dict:
     """Run `model` in eval mode on imgs (N, C, H, W). Returns, in the normalisation of `imgs`:
     'masked' (removed patches 0), 'rec' (prediction of every patch, un-normalised with the true
     patch statistics if model.norm_pix_loss), 'pasted' (visible patches from imgs, removed ones from
-    rec), each (N, C, H, W); 'mask' (N, 1, H, W), 1 = removed; 'loss'."""
+    rec), each (N, C, H, W); 'mask' (N, 1, H, W), 1 = removed; 'loss'. Works for CMAE too (lesson 09),
+    whose forward takes a second view: it gets the same images."""
+    views = (imgs, imgs) if 'x2' in inspect.signature(model.forward).parameters else (imgs,)
     was_training = model.training
     model.eval()
-    try: out = model(imgs, mask_ratio=mask_ratio, noise=noise)
+    try: out = model(*views, mask_ratio=mask_ratio, noise=noise)
     finally: model.train(was_training)
     loss, pred, mask = out['loss'], out['pred'], out['mask']
-    p, hw = model.patch_size, model.grid_size
+    p, hw = model.encoder.patch_size, model.encoder.grid_size
     if model.norm_pix_loss: pred = unnormalize_patches(pred.float(), patchify(imgs, p).float())
     rec = unpatchify(pred.to(imgs.dtype), p, hw=hw, c=imgs.shape[1])
     m = mask_to_pixels(mask, p, hw=hw).to(imgs.dtype)

@@ -45,6 +45,7 @@ def feature_fn(encoder: nn.Module, readout: str = 'cls') -> Callable[[Tensor], T
 # %% ../nbs/12_eval.ipynb #c537b1cc
 # eval mode inside a block; every submodule's own flag restored afterwards
 from .ccrop import eval_mode
+from .views import iter_batches
 
 def _device_of(module: nn.Module) -> torch.device:
     p = next(module.parameters(), None)
@@ -56,12 +57,8 @@ def _batches(data, bs: int) -> Iterable:
     if isinstance(data, (tuple, list)) and len(data) == 2 and isinstance(data[0], Tensor):
         imgs, labels = data
         for i in range(0, len(imgs), bs): yield imgs[i:i + bs], labels[i:i + bs]
-    elif hasattr(data, 'get_batch'):    # cmae_course.views.ViewDataset: vectorised batches
-        for i in range(0, len(data), bs):
-            b = data.get_batch(list(range(i, min(i + bs, len(data)))))
-            yield b[0], b[-1]
-    elif isinstance(data, torch.utils.data.Dataset):
-        yield from torch.utils.data.DataLoader(data, batch_size=bs, shuffle=False, num_workers=0)
+    elif hasattr(data, 'get_batch') or isinstance(data, torch.utils.data.Dataset):
+        for b in iter_batches(data, bs): yield b[0], b[-1]    # lesson 00c: in order, vectorised
     else:
         for b in data: yield b[0], b[-1]
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 from contextlib import contextmanager
 from pathlib import Path
 import torch
+import matplotlib.pyplot as plt
+import matplotlib.patches as patches
 from fastai.data.core import DataLoader, DataLoaders
 from fastai.torch_core import default_device
 from .data import make_default_dataset
@@ -15,8 +17,8 @@ from .augment import (crop_params, BoxTable, resized_crops, color_matrix, apply_
                                  denormalize, box_in_view, IMAGENET_MEAN, IMAGENET_STD)
 
 # %% auto #0
-__all__ = ['ViewDataset', 'eval_view', 'ViewDataLoader', 'train_valid_split', 'pretrain_dataloaders', 'mae_dataloaders',
-           'cmae_dataloaders', 'eval_dataloaders', 'eval_dataloader', 'draw_box', 'show_batch']
+__all__ = ['ViewDataset', 'eval_view', 'iter_batches', 'ViewDataLoader', 'train_valid_split', 'pretrain_dataloaders',
+           'mae_dataloaders', 'cmae_dataloaders', 'eval_dataloaders', 'eval_dataloader', 'draw_box', 'show_batch']
 
 # %% ../nbs/00c_views.ipynb #39ad3838
 @contextmanager
@@ -106,6 +108,17 @@ def eval_view(ds, img_size=None):
     return ViewDataset(ds.images, 'eval', img_size or ds.img_size, mean=ds.mean,
                        std=ds.std, boxes=ds.boxes)
 
+# %% ../nbs/00c_views.ipynb #a6290bde
+def iter_batches(dataset, bs:int, idxs=None):
+    """Batches of `dataset`'s items `idxs` (default: all), in order: one vectorised `get_batch` call
+    per batch for a `ViewDataset`, else a plain torch DataLoader over those items."""
+    idxs = torch.arange(len(dataset)) if idxs is None else torch.as_tensor(idxs)
+    if hasattr(dataset, 'get_batch'):
+        for chunk in idxs.split(bs): yield dataset.get_batch(chunk)
+    else:
+        yield from torch.utils.data.DataLoader(torch.utils.data.Subset(dataset, idxs.tolist()),
+                                               batch_size=bs, shuffle=False, num_workers=0)
+
 # %% ../nbs/00c_views.ipynb #212e6d1b
 class ViewDataLoader(DataLoader):
     """fastai `DataLoader` whose batches come from ONE vectorised `dataset.get_batch(idxs)` call per
@@ -178,7 +191,6 @@ def eval_dataloader(ds, bs=256, num_workers=0, device=None, img_size=None):
 def draw_box(ax, box, size, color, ls='-', lw=1.5):
     """Draw a relative `(x0, y0, x1, y1)` box on an image axis of `size` pixels (an int, or
     `(W, H)`); a box with NaNs (no true box) draws nothing. Every box figure of the course uses it."""
-    import matplotlib.patches as patches    # matplotlib only where a figure is drawn
     if box is None or torch.isnan(torch.as_tensor(box)).any(): return
     W, H = (size, size) if isinstance(size, int) else size
     x0, y0, x1, y1 = (float(v) for v in box)
@@ -189,7 +201,6 @@ def show_batch(ds, n=8, idxs=None, boxes=True, seed=0, title=True):
     """Draw `n` items of `ViewDataset` `ds` (rows: view 1, view 2, ...), with the annotated object
     box (lime) and, when `use_box` is on, the ContrastiveCrop box (yellow, dashed), both mapped into
     each view."""
-    import matplotlib.pyplot as plt
     ds = getattr(ds, 'dataset', ds)
     g = torch.Generator().manual_seed(seed)
     if idxs is None: idxs = torch.randperm(len(ds), generator=g)[:n]

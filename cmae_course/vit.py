@@ -10,11 +10,12 @@ from torch import nn, Tensor
 from .patching import random_masking, get_2d_sincos_pos_embed
 
 # %% auto #0
-__all__ = ['VIT_SIZES', 'PatchEmbed', 'Attention', 'Mlp', 'DropPath', 'Block', 'ViT', 'heads_for_width', 'vit_tiny', 'vit_small',
-           'vit_base']
+__all__ = ['VIT_SIZES', 'as_pair', 'PatchEmbed', 'Attention', 'Mlp', 'DropPath', 'Block', 'ViT', 'heads_for_width', 'vit_tiny',
+           'vit_small', 'vit_base']
 
 # %% ../nbs/02_vit.ipynb #653ee1dc
-def _pair(v) -> tuple[int, int]:
+def as_pair(v) -> tuple[int, int]:
+    "`v` as (height, width): an int is square."
     return (v, v) if isinstance(v, int) else tuple(v)
 
 class PatchEmbed(nn.Module):
@@ -23,7 +24,7 @@ class PatchEmbed(nn.Module):
     def __init__(self, img_size: int | tuple[int, int] = 64, patch_size: int = 8,
                  in_chans: int = 3, embed_dim: int = 192):
         super().__init__()
-        self.img_size, self.patch_size = _pair(img_size), patch_size
+        self.img_size, self.patch_size = as_pair(img_size), patch_size
         H, W = self.img_size
         if H % patch_size or W % patch_size:
             raise ValueError(f"img_size {H}x{W} is not divisible by patch_size={patch_size}")
