@@ -23,6 +23,7 @@ def _beta(n, alpha, generator=None):
         torch.manual_seed(seed)
         return torch.distributions.Beta(alpha, alpha).sample((n,))
 
+# %% ../nbs/00b_augment.ipynb #931c8dfc
 def crop_params(H, W, boxes=None, n=None, scale=(0.2, 1.0), ratio=(3/4, 4/3), alpha=1.0,
                 generator=None, tries=10):
     """Vectorised crop parameters `(n, 4)` long rows (i, j, h, w) for an H x W image.
@@ -59,6 +60,7 @@ def crop_params(H, W, boxes=None, n=None, scale=(0.2, 1.0), ratio=(3/4, 4/3), al
     i, j = torch.where(found, i, (H - h)//2), torch.where(found, j, (W - w)//2)
     return torch.stack([i, j, h, w], 1)
 
+# %% ../nbs/00b_augment.ipynb #2ee78c30
 def contrastive_crop_params(H, W, box, scale=(0.2, 1.0), ratio=(3/4, 4/3),
                             alpha=1.0, generator=None):
     """ContrastiveCrop sampling rule for ONE crop -> (i, j, h, w) ints: top row, left column,
@@ -147,10 +149,12 @@ def resized_crops(imgs, params, size, flip=None):
     return torch.bmm(Ry, t).view(N, size, C, size).transpose(1, 2).contiguous()
 
 _GRAY_W = (0.299, 0.587, 0.114)
+
 _YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
 
 def _gray(x): return (_GRAY_W[0]*x[:, 0:1] + _GRAY_W[1]*x[:, 1:2] + _GRAY_W[2]*x[:, 2:3])
 
+# %% ../nbs/00b_augment.ipynb #b2627886
 def hue_matrix(h):
     """Hue shifts `h` (N,) in turns -> (N, 3, 3) RGB matrices that rotate the chroma (I, Q of YIQ)
     by 2*pi*h; gray stays gray."""
@@ -193,6 +197,7 @@ def apply_color(x, A, b):
     N, C, H, W = x.shape
     return torch.baddbmm(b[:, :, None], A, x.reshape(N, C, H*W)).reshape(N, C, H, W).clamp_(0, 1)
 
+# %% ../nbs/00b_augment.ipynb #a13548c4
 def color_jitter(x, brightness=0.4, contrast=0.4, saturation=0.4, hue=0.1, p=0.8,
                  p_gray=0.0, generator=None):
     """Random colour jitter (and grayscale) of a batch `x` (N, 3, H, W) in [0, 1]; see

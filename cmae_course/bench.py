@@ -115,6 +115,7 @@ def time_step(model, imgs, *, method='mae', precision='fp32', opt='fused', steps
 def _precision(precision, device):
     return pick_precision(precision, device)
 
+# %% ../nbs/15_bench.ipynb #479a7e83
 def bench(method='mae', arch='vit_base', *, decoder='transformer', dec_dim=512, dec_depth=8,
           img_size=64, patch_size=8, bs=64, precision='auto', device='cpu', steps=5, warmup=2,
           compile=False, opt='fused', seed=0, **model_kw) -> dict:

@@ -32,6 +32,7 @@ def shard_indices(
         return torch.arange(min(n, rank * per), min(n, (rank + 1) * per))
     raise ValueError(f"mode must be 'strided' or 'contiguous', got {mode!r}")
 
+# %% ../nbs/06a_box_refresh.ipynb #8c74c95c
 def gather_boxes(boxes: Tensor, idxs: Tensor, n_items: int, group=None) -> Tensor:
     """Full (n_items, 4) box table from this rank's boxes: (n_local, 4) for items idxs: (n_local,).
     Under torch.distributed, all ranks must call it; shards may differ in length
@@ -78,6 +79,7 @@ def _default_eval_view(ds):
         )
     return eval_view(ds)
 
+# %% ../nbs/06a_box_refresh.ipynb #429d4d48
 class BoxRefreshCallback(Callback):
     """ContrastiveCrop box refresh for a fastai Learner. With E = epoch + 1: after epoch E, if E >=
     `warmup`,

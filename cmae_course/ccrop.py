@@ -106,9 +106,12 @@ def upsample_map(m: Tensor, size: tuple[int, int]) -> Tensor:
 
 # %% ../nbs/06_ccrop.ipynb #c017
 FEATURE_REDUCTIONS = ('sum', 'l2')
+
 FEATURE_TOKENS = ('post_norm', 'pre_norm')
+
 # what 'features' means; chosen by the IoU measurement in the lesson
 DEFAULT_FEATURES = ('l2', 'post_norm')
+
 CC_LITERAL = 'features:sum:post_norm'   # ContrastiveCrop's recipe applied to a ViT word for word
 
 def parse_source(source: str) -> tuple:
@@ -131,6 +134,7 @@ def patch_grid(encoder: nn.Module, imgs: Tensor) -> tuple[int, int]:
     if gs is None: gs = (imgs.shape[-2] // encoder.patch_size, imgs.shape[-1] // encoder.patch_size)
     return (gs, gs) if isinstance(gs, int) else tuple(gs)
 
+# %% ../nbs/06_ccrop.ipynb #76b12619
 def token_maps(encoder: nn.Module, imgs: Tensor) -> dict:
     """One eval-mode, no-grad pass of a ViT on full images imgs: (N, C, H, W) -> dict of float32
     tensors
@@ -164,6 +168,7 @@ def scores_to_heatmap(s: Tensor, grid: tuple[int, int], size: tuple[int, int]) -
     (N, H, W), size = (H, W)."""
     return upsample_map(minmax_normalize(s.view(len(s), *grid)), size)
 
+# %% ../nbs/06_ccrop.ipynb #274010a8
 def heatmap(encoder: nn.Module, imgs: Tensor, source: str = 'features') -> Tensor:
     """ContrastiveCrop heatmap of a ViT `encoder` on full, un-augmented imgs: (N, C, H, W) ->
     (N, H, W) in [0, 1].
@@ -199,6 +204,7 @@ def dataset_boxes(
             for k in ks: out[(s, k)].append(boxes_from_heatmap(hm, k).cpu())
     return {key: (torch.cat(v) if v else torch.zeros(0, 4)) for key, v in out.items()}
 
+# %% ../nbs/06_ccrop.ipynb #3f04d020
 def box_iou_table(
     encoder: nn.Module,
     dataset,

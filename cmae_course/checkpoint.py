@@ -118,6 +118,7 @@ def learner_state(learn, epoch:int, config:dict|None=None, history:list|None=Non
     if boxes is not None: st['boxes'], st['use_box'] = boxes.t.clone(), boxes.use_box
     return st
 
+# %% ../nbs/11_checkpoint.ipynb #f00c0fd5
 def restore_learner(learn, ckpt:dict) -> int:
     """Load `ckpt` (from `learner_state`) into `learn` (creating its optimiser); returns the epoch
     to start from."""
@@ -187,6 +188,7 @@ def write_metrics(history:list, path:str|Path):
     tmp = path.with_name(f'.{path.name}.tmp')
     tmp.write_text(json.dumps(history, indent=1)); os.replace(tmp, path)
 
+# %% ../nbs/11_checkpoint.ipynb #8c61dd30
 class SaveCheckpoints(Callback):
     """After each epoch: append metrics to `learn.history`, write `metrics.json` and `ckpt_eNNNN.pt`
     (rank 0), keep last `keep`."""

@@ -236,6 +236,7 @@ def _exit(msg):
     os.write(2, (msg + '\n').encode())
     sys.exit(1)
 
+# %% ../nbs/13_cli.ipynb #d2f3921a
 @call_parse
 def cmae_pretrain(
     data:str=None,            # dataset folder (Tiny-ImageNet layout or ImageFolder); default: the embedded dataset
@@ -309,7 +310,7 @@ def cmae_pretrain(
     # a console script's return value becomes its exit status
     return None if is_cli(cmae_pretrain) else summary
 
+# %% ../nbs/13_cli.ipynb #c390588c
 def main():
     "The `cmae_pretrain` console script; `--ccrop` / `--no-ccrop` mean `--ccrop on|off`."
     return run_script(cmae_pretrain, switches=('ccrop',))
-

@@ -16,10 +16,12 @@ __all__ = ['SHAPES', 'COLOURS', 'TEXTURES', 'CLASS_SHAPES', 'GEN_VERSION', 'shap
 # %% ../nbs/00_data.ipynb #dcfadcfa
 SHAPES = ('disk', 'square', 'triangle', 'ring', 'cross', 'star', 'diamond', 'hexagon', 'crescent',
           'bowtie', 'ellipse', 'frame')
+
 COLOURS = {'red': (220, 40, 40), 'green': (40, 170, 60), 'blue': (40, 80, 220),
            'yellow': (240, 210, 40), 'magenta': (210, 60, 200), 'cyan': (40, 200, 210),
            'orange': (245, 130, 30), 'purple': (110, 50, 170),
            'white': (245, 245, 245), 'black': (25, 25, 25)}
+
 TEXTURES = ('solid', 'stripes', 'checker', 'dots', 'rings')
 
 def shape_sdf(shape, u, v):
@@ -53,6 +55,7 @@ def texture(tex, u, v, freq):
 CLASS_SHAPES = ('disk', 'square', 'triangle', 'ring', 'cross', 'star', 'crescent',
                 'bowtie', 'ellipse', 'frame')
 
+# %% ../nbs/00_data.ipynb #ec30e88d
 def class_specs(n_classes=10):
     """The `n_classes` object classes: one SHAPE each (wnid = the shape's name, e.g. 'disk').
     Colour, texture, size, position and rotation are drawn per image, independently of the class.
@@ -61,7 +64,6 @@ def class_specs(n_classes=10):
     if not 2 <= n_classes <= len(CLASS_SHAPES):
         raise ValueError(f"n_classes: must be in [2, {len(CLASS_SHAPES)}], got {n_classes}")
     return [dict(wnid=s, name=s, shape=s) for s in CLASS_SHAPES[:n_classes]]
-
 
 # %% ../nbs/00_data.ipynb #b06402ba
 def _appearance(rng):
@@ -90,6 +92,7 @@ def _draw(img, shape, colour, tex, cx, cy, half, rot, freq, contrast=0.6):
     win += (obj - win)*alpha[..., None]
     return alpha, (x0, y0)
 
+# %% ../nbs/00_data.ipynb #4c435446
 def render(shape, rng, size=64, distractors=CLASS_SHAPES, scale=(0.45, 0.85), n_distractors=(1, 3),
            distractor_scale=(0.12, 0.22), texture_contrast=0.3, bg_contrast=12.):
     """One image whose class is the `shape` of its main object: textured, cluttered background;
@@ -158,6 +161,7 @@ def _write_split(root, split, specs, n_per_class, seed, size, quality):
              else root/'val'/'val_annotations.txt')
         f.write_text('\n'.join(ls) + '\n')
 
+# %% ../nbs/00_data.ipynb #342eb6c9
 def make_default_dataset(root=None, n_classes=10, n_train=500, n_val=50, seed=0, n_test=0, size=64,
                          quality=90, force=False):
     """Generate (once) the embedded procedural dataset in the Tiny-ImageNet-200 layout and return

@@ -74,6 +74,7 @@ def make_block(kind, dim, *, num_heads=16, mlp_ratio=4., grid_size=None, residua
     if kind == 'conv': return ConvBlock(dim, grid_size, residual=residual)
     raise ValueError(f"block kind={kind!r} unknown; expected one of {BLOCK_KINDS}")
 
+# %% ../nbs/03_decoders.ipynb #03954ad7
 class MaeDecoder(nn.Module):
     """MAE-style decoder whose blocks are given by `kinds` (a sequence of 'attn' / 'mlp' / 'conv').
     forward(x: (N, 1+l, embed_dim) encoder output with cls first, ids_restore: (N, L)) -> pred
@@ -160,6 +161,7 @@ class HybridConvDecoder(MaeDecoder):
 DECODERS = {'transformer': TransformerDecoder, 'mlp': MlpDecoder, 'conv': ConvDecoder,
             'hybrid_mlp': HybridMlpDecoder, 'hybrid_conv': HybridConvDecoder}
 
+# %% ../nbs/03_decoders.ipynb #54fc4e93
 def create_decoder(name, *, embed_dim, grid_size, patch_size, in_chans=3, dim=512, depth=8,
                    num_heads=16, mlp_ratio=4., **kwargs):
     """Decoder `name` from `DECODERS` for an encoder of width `embed_dim` on a `grid_size` patch
@@ -206,6 +208,7 @@ def _short_kinds(kinds):
         else: out.append([k, 1])
     return ' '.join(f'{k[0].upper()}{n}' for k, n in out) or '-'
 
+# %% ../nbs/03_decoders.ipynb #56962953
 def decoder_stats(name, *, embed_dim, img_size, patch_size, in_chans=3,
                   mask_ratio=0.75, **kwargs) -> dict:
     """One row of the decoder table: block layout, parameter counts and per-image FLOPs of

@@ -103,6 +103,7 @@ def precision_cache_file() -> Path:
     "Where measured precision choices are kept: `precision.json` in the course's cache folder."
     return cache_dir()/'precision.json'
 
+# %% ../nbs/09a_devices.ipynb #491188e3
 def calibrate_precision(net:nn.Module, xb:tuple, device='cpu', cache:Path|None|bool=None,
                         tie:float=0.03) -> dict:
     """'auto' precision decided by measurement: `time_precisions` of this model on this batch in
@@ -178,6 +179,7 @@ class _Sharded:
         n = math.ceil(self.n / world_size())
         return n // self.bs + (0 if self.drop_last or n % self.bs == 0 else 1)
 
+# %% ../nbs/09a_devices.ipynb #423df621
 def shard_dl(dl):
     """A per-process view of `dl` (fastai `DataLoader` or torch `DataLoader`) for DDP; the dataset
     is shared."""

@@ -68,6 +68,7 @@ def resnet_from_state_dict(sd: dict, prefix: str | None = None) -> nn.Module:
                         strict=True)
     return net
 
+# %% ../nbs/12b_cmae_eval.ipynb #19e31c3c
 def _config_value(cfg: dict, *names):
     for n in names:
         if isinstance(cfg, dict) and cfg.get(n) is not None: return cfg[n]
@@ -87,6 +88,7 @@ def resolve_checkpoint(path) -> Path:
         return f
     return path
 
+# %% ../nbs/12b_cmae_eval.ipynb #0d71bf99
 def load_encoder(checkpoint) -> tuple[nn.Module, dict]:
     """The pretrained encoder (CPU, eval mode) and its config from a checkpoint: a `cmae_pretrain`
     run folder or `ckpt_eNNNN.pt` ({'format': 'cmae_course-ckpt-1', 'model': state dict, 'config':
@@ -158,6 +160,7 @@ def few_label_subset(images, frac: float = 0.1, seed: int = 0):
 FEW_LABEL = dict(frac=0.1, epochs=30, bs=64, blr=5e-3, layer_decay=0.75, drop_path=0.1,
                  scale=(0.2, 1.))
 
+# %% ../nbs/12b_cmae_eval.ipynb #2a816faf
 def few_label_finetune(encoder: nn.Module, train_images, val_ds, *, img_size: int | None = None,
                        seed: int = 0, device=None, **kw) -> dict:
     """Few-label fine-tuning: `finetune` a COPY of the whole encoder on a class-balanced `frac` of
@@ -175,6 +178,7 @@ def few_label_finetune(encoder: nn.Module, train_images, val_ds, *, img_size: in
     return dict(top1=r['top1'], top5=r['top5'], n_labelled=len(sub), frac=o['frac'],
                 epochs=o['epochs'], bs=r['bs'], lr=r['lr'])
 
+# %% ../nbs/12b_cmae_eval.ipynb #bef218dd
 def evaluate_encoder(encoder: nn.Module, train_ds, val_ds, protocols=('knn', 'linear'), *,
                      readout: str = READOUT, epochs: int = 100, bs: int = 256, k: int = 20,
                      T: float = 0.07, opt: str = 'lbfgs', blr: float | None = None, seed: int = 0,
@@ -214,6 +218,7 @@ def evaluate_encoder(encoder: nn.Module, train_ds, val_ds, protocols=('knn', 'li
                        linear_train_loss=r['losses'][-1] if r['losses'] else None)
     return out
 
+# %% ../nbs/12b_cmae_eval.ipynb #b70d1555
 def run_eval(checkpoint, data=None, protocol: str = 'linear', epochs: int | None = None,
              bs: int | None = None, readout: str | None = None, device=None, seed: int = 0,
              k: int = 20, T: float = 0.07, opt: str = 'lbfgs', blr: float | None = None,
@@ -275,6 +280,7 @@ def run_eval(checkpoint, data=None, protocol: str = 'linear', epochs: int | None
     out['seconds'] = round(time.time() - t0, 2)
     return out
 
+# %% ../nbs/12b_cmae_eval.ipynb #b6ba2916
 # `python -m cmae_course.evaluate`: fastcore parses at decoration time, so the spellings are fixed first
 if __name__ == '__main__': sys.argv[1:] = dashed_argv(sys.argv[1:])
 
@@ -312,4 +318,3 @@ def cmae_eval(
 def main():
     "The `cmae_eval` console script: `--cache-dir` for fastcore's `--cache_dir`, as in every command."
     return run_script(cmae_eval)
-

@@ -140,6 +140,7 @@ def _cell(vals:list) -> str:
     return f"{m:.1f} ({', '.join(f'{v:.1f}' for v in vals)})" if len(vals) > 1 else f"{m:.1f}"
 
 METRICS = {'linear': 'linprobe_top1', 'knn': 'knn_top1', 'fewlabel': 'fewlabel_top1'}
+
 # each CMAE part's own metric, from summary.json
 TASKS = ('ctr_acc', 'loc_acc', 'box_iou', 'box_iou_whole')
 
@@ -162,6 +163,7 @@ def spread(vals:list) -> float:
     v = [100 * x for x in vals if x is not None]
     return max(v) - min(v) if v else float('nan')
 
+# %% ../nbs/16_experiments.ipynb #83ac584f
 def compare(runs:list[dict], a:str, b:str, metric:str='linear') -> dict:
     """Row `a` minus row `b` on `metric` (mean over seeds, points), and whether the difference
     exceeds both rows' seed spreads."""
@@ -195,6 +197,7 @@ def _task(d:dict) -> str:
         parts.append(f"box IoU {m('box_iou'):.1f} (whole image {m('box_iou_whole'):.1f})")
     return '; '.join(parts)
 
+# %% ../nbs/16_experiments.ipynb #dde023a6
 def table_markdown(runs:list[dict], paper:bool=True, tasks:bool=True) -> str:
     """Markdown table: row, what changes, probe / kNN / few-label top-1 in % as mean (seed values;
     the few-label column only if some run has it), the tasks' own metrics (`tasks`), train seconds,
@@ -230,6 +233,7 @@ _typed = []
 # the default table: every row at half the main job's epochs, one seed (fits 90 min on 2 cores)
 TABLE_BUDGET = dict(epochs=5)
 
+# %% ../nbs/16_experiments.ipynb #6fee3ef3
 @call_parse
 def cmae_experiments(
     # folder for every run and results.json (default runs/experiments, with --main runs/main)
@@ -293,9 +297,9 @@ def cmae_experiments(
         f"{Path(out)/'results.json'}"
     )
 
+# %% ../nbs/16_experiments.ipynb #961c9564
 def main():
     """The `cmae_experiments` console script: keeps the command as typed for results.json, accepts
     `--n-train` for fastcore's `--n_train` and `--fewlabel` / `--no-fewlabel`, then fastcore's parser."""
     _typed[:] = sys.argv[1:]
     return run_script(cmae_experiments, switches=('fewlabel',))
-

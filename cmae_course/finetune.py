@@ -115,6 +115,7 @@ class LayerDecayLR(Callback):
                      self.min_lr)
         for pg in self.opt.opt.param_groups: pg['lr'] = lr_t * pg.get('lr_scale', 1.)
 
+# %% ../nbs/12a_finetune.ipynb #ffda0685
 def finetune(encoder: nn.Module, train_ds, valid_ds, n_classes: int, *, epochs: int = 100,
              bs: int = 64, blr: float = 1e-3, layer_decay: float = 0.75, weight_decay: float = 0.05,
              drop_path: float = 0.1, smoothing: float = 0.1, warmup_epochs: int | None = None,

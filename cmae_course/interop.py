@@ -79,6 +79,7 @@ def official_encoder_config(sd, num_heads=None) -> dict:
         num_heads = MAE_HEADS[D]
     return dict(cfg, num_heads=num_heads)
 
+# %% ../nbs/05_interop.ipynb #7e06e53b
 def official_mae_config(sd, num_heads=None, decoder_num_heads=None) -> dict:
     """`official_encoder_config` plus decoder_dim, decoder_depth, decoder_num_heads (default 16),
     decoder_mlp_ratio."""

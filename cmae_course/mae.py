@@ -95,19 +95,25 @@ def create_mae(arch='vit_tiny', *, img_size=64, patch_size=8, in_chans=3, decode
 
 def mae_vit_tiny_patch8_dec512d8b(img_size=64, **kw):
     return create_mae('vit_tiny', img_size=img_size, patch_size=8, **kw)
+
 def mae_vit_small_patch8_dec512d8b(img_size=64, **kw):
     return create_mae('vit_small', img_size=img_size, patch_size=8, **kw)
+
 def mae_vit_base_patch8_dec512d8b(img_size=64, **kw):
     return create_mae('vit_base', img_size=img_size, patch_size=8, **kw)
+
 def mae_vit_base_patch16_dec512d8b(img_size=224, **kw):
     return create_mae('vit_base', img_size=img_size, patch_size=16, **kw)
+
 def mae_vit_large_patch16_dec512d8b(img_size=224, **kw):
     return create_mae('vit_large', img_size=img_size, patch_size=16, **kw)
+
 def mae_vit_huge_patch14_dec512d8b(img_size=224, **kw):
     return create_mae('vit_huge', img_size=img_size, patch_size=14, **kw)
 
 _NAME = re.compile(r'mae_(vit_[a-z]+)_patch(\d+)_dec(\d+)d(\d+)b(?:_([a-z_]+))?')
 
+# %% ../nbs/04_mae.ipynb #1a43f56c
 def mae_from_name(name, *, img_size=None, **kw) -> MAE:
     """Build from a name such as 'mae_vit_small_patch8_dec256d4b' or
     'mae_vit_tiny_patch8_dec512d8b_hybrid_mlp' (img_size default: 64 for patch 8, else 224)."""
@@ -139,6 +145,7 @@ def reconstruct(model, imgs, mask_ratio=0.75, noise=None) -> dict:
     m = mask_to_pixels(mask, p, hw=hw).to(imgs.dtype)
     return dict(loss=loss, mask=m, masked=imgs * (1 - m), rec=rec, pasted=imgs * (1 - m) + rec * m)
 
+# %% ../nbs/04_mae.ipynb #c2ce0ea6
 def show_reconstruction(model, imgs, mean, std, *, mask_ratio=0.75,
                         noise=None, n=4, size=1.5, dpi=72):
     """Figure with one row per image (at most `n`): input / masked / reconstruction / pasted.

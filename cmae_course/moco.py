@@ -123,6 +123,7 @@ class SplitBatchNorm(nn.BatchNorm2d):
 
     def extra_repr(self) -> str: return super().extra_repr() + f', group_size={self.group_size}'
 
+# %% ../nbs/07a_moco.ipynb #21920b47
 def convert_split_bn(module: nn.Module, group_size: int | None) -> nn.Module:
     """Replace every nn.BatchNorm2d inside `module` by a SplitBatchNorm(group_size) with the same
     parameters and statistics (in place, like SyncBatchNorm.convert_sync_batchnorm); existing

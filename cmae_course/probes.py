@@ -226,6 +226,7 @@ PROBE_OPTS = {  # name -> (optimiser factory, default base lr: lr = blr * batch 
     'adamw': (lambda ps, lr, wd: torch.optim.AdamW(ps, lr=lr, weight_decay=wd), 1e-3),
 }
 
+# %% ../nbs/12_eval.ipynb #f91cbc50
 def linear_probe(train_feats: Tensor, train_labels: Tensor, val_feats: Tensor, val_labels: Tensor,
                  *, n_classes: int | None = None, epochs: int = 100, bs: int = 256,
                  opt: str = 'lars', blr: float | None = None, warmup_epochs: int | None = None,
@@ -308,6 +309,7 @@ def fit_logistic(x: Tensor, y: Tensor, n_classes: int, wd: float = 1e-3, max_ite
                     grad_norm=max(W.grad.abs().max().item(), b.grad.abs().max().item()),
                     iters=int(opt.state[opt._params[0]]['n_iter']))
 
+# %% ../nbs/12_eval.ipynb #b8f60b16
 def logistic_probe(train_feats: Tensor, train_labels: Tensor, val_feats: Tensor,
                    val_labels: Tensor, *, n_classes: int | None = None, wds=PROBE_WDS,
                    holdout: float = 0.2, seed: int = 0, max_iter: int = 1000) -> dict:

@@ -55,6 +55,7 @@ def _read_lines(f):
     return [(n, [v.strip() for v in l.strip().split('\t')] if '\t' in l else l.split())
             for n, l in enumerate(text.splitlines(), 1) if l.strip()]
 
+# %% ../nbs/00a_readers.ipynb #7f0a4091
 def _safe_name(name, folder, where):
     """Refuse an annotation file name that is absolute or would resolve outside `folder` (e.g.
     '../../etc/passwd')."""
@@ -88,6 +89,7 @@ def _read_wnids(root):
             if w in names: names[w] = nm.strip()
     return wnids, [names[w] or w for w in wnids]
 
+# %% ../nbs/00a_readers.ipynb #fe4ebbaa
 def read_tiny_imagenet(root, split='train'):
     """Index the Tiny-ImageNet-200 layout: `wnids.txt`, optional `words.txt`,
     `train/<wnid>/images/*` with `train/<wnid>/<wnid>_boxes.txt`, `val/images/*` with
@@ -258,6 +260,7 @@ class ImageSet:
                         [self.paths[i] for i in idxs], self.classes,
                         self.names, split or self.split, [])
 
+# %% ../nbs/00a_readers.ipynb #11e319b8
 def decode_items(items, size=64, max_bad=0.05, num_threads=None, max_bytes=8*2**30):
     """Decode every image of `items` once into a uint8 tensor cache at `size` x `size`
     (RGB, resized if needed) and turn the pixel boxes into fractions using each image's own size.
@@ -302,6 +305,7 @@ def decode_items(items, size=64, max_bad=0.05, num_threads=None, max_bytes=8*2**
                     list(items.classes), list(items.names), items.split,
                     [(items.paths[i], r) for i, r in enumerate(res) if isinstance(r, str)])
 
+# %% ../nbs/00a_readers.ipynb #1e72228c
 def load_split(path=None, split='train', size=64, **kwargs):
     """Index and decode one split of the dataset at `path` (default: the embedded dataset) ->
     `ImageSet`."""

@@ -39,6 +39,8 @@ ROWS = {
         dict(method='cmae', decoder='hybrid_conv', dec_depth=3),
     ),
 }
+
+# %% ../nbs/15a_table_rows.ipynb #a8c57db7
 # not in the default table (time): the paper's "fewer / narrower transformer layers", and the recipe
 # sweep
 EXTRA_ROWS = {
@@ -95,6 +97,8 @@ EXTRA_ROWS = {
         dict(method='cmae', lambda_ctr=0.0, loc_mode='paper', loc_loss='l2'),
     ),
 }
+
+# %% ../nbs/15a_table_rows.ipynb #d68e4086
 BASELINES = {  # no pretraining: the floors every method has to clear
     'raw pixels': ('a linear probe / kNN on the pixels themselves', None),
     'ViT, untrained': (
@@ -106,10 +110,13 @@ BASELINES = {  # no pretraining: the floors every method has to clear
         dict(method='mocov1', epochs=0),
     ),
 }
+
 # Table 1, Tiny-ImageNet, percent
 PAPER_TOP1 = {'MoCo-v1': 47.09, 'MoCo-v2': 45.82, 'MAE': 62.95, 'CMAE': 65.84}
+
 # ViT 4 blocks / ResNets 1 block per stage, 32 px, all images; rows bring the floors
 WORKSHOP = dict(preset='tiny', floor=False)
+
 # the comparison the course must get right, at the main job's budget
 MAIN_ROWS = ('ViT, untrained', 'MAE', 'CMAE')
 
@@ -150,6 +157,7 @@ def parse_rows(s:str) -> list[str]:
         out.append(','.join(parts[i:j]).strip()); i = j
     return out
 
+# %% ../nbs/15a_table_rows.ipynb #2df5f97b
 def run_command(name:str, seed:int, out:str|Path, extra:str='', **shared) -> list[str]:
     """The `cmae_pretrain` argv for row `name` with `seed`, writing to `out/<slug>/seed<seed>`;
     `shared` options apply to every row, and so do the raw `extra` options (`'--lambda-ctr 1'`),

@@ -154,6 +154,7 @@ class SyncLossParts(Callback):
         dist.all_reduce(t)
         for m, (tot, cnt) in zip(parts, t.tolist()): m.synced = tot / cnt if cnt else None
 
+# %% ../nbs/10_train.ipynb #2b33f5cc
 class Throughput(Callback):
     "Training items per second over the epoch, across all processes (a CMAE item = 2 views)."
     order = 45    # before the Recorder (50) reads it in after_train
@@ -189,6 +190,7 @@ class StepCounter(Callback):
     def after_step(self):
         if not self.skipped: self.learn.opt_steps += 1
 
+# %% ../nbs/10_train.ipynb #72ef05e9
 class PlainEpochTable:
     """A fastai `learn.logger` for logs that are files or pipes: the epoch table's header once, then
     one line per epoch. `plain_progress(learn)` installs it in place of the progress bar, whose
@@ -245,6 +247,7 @@ class StopOnNaN(Callback):
         raise NonFiniteLossError(msg + "; training stopped, the last checkpoint is intact "
                                  "(--resume continues from it)")
 
+# %% ../nbs/10_train.ipynb #4faa78ec
 class InjectNaN(Callback):
     """Test hook: make the loss NaN on `rank` at optimiser step `step` (once), to check that every
     rank stops. `cmae_pretrain` adds it when the environment variable CMAE_INJECT_NAN is 'RANK:STEP'
@@ -293,6 +296,7 @@ def _calibrate_on(net, dls, device) -> dict:
         box = [calib]; dist.broadcast_object_list(box, src=0); calib = box[0]
     return calib
 
+# %% ../nbs/10_train.ipynb #8a2a1e0b
 def ssl_learner(model:nn.Module, dls:DataLoaders, *, mask_ratio:float=0.75, lr:float=1.5e-4,
                 weight_decay:float=0.05, betas=(0.9, 0.95), accum:int=1, precision:str='auto',
                 device='auto', momentum=(0.996, 0.996), compile:bool=False,
@@ -334,6 +338,7 @@ def learn_lr(learn):
     "Learning rate of the last batch (None before the first step)."
     return learn.opt.hypers[-1]['lr'] if learn.opt is not None else None
 
+# %% ../nbs/10_train.ipynb #df5643e8
 def fit_ssl(learn:Learner, epochs:int, lr:float, warmup_epochs:float=0, min_lr:float=0.,
             start_epoch:int=0, cbs=None):
     """Train `epochs` epochs with MAE's per-iteration schedule: linear warmup over `warmup_epochs`,

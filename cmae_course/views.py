@@ -32,6 +32,7 @@ def _one_thread():
     finally:
         if n > 1: torch.set_num_threads(n)
 
+# %% ../nbs/00c_views.ipynb #a0a01da0
 class ViewDataset(torch.utils.data.Dataset):
     """Augmented, normalised views of an in-memory `ImageSet`, built for a whole batch at once by
     `get_batch`. kind='mae':  ds[i] -> (x, y): RandomResizedCrop(scale) + flip
@@ -102,6 +103,7 @@ class ViewDataset(torch.utils.data.Dataset):
         out = (*views, self.images.labels[idxs])
         return (out, metas) if meta else out
 
+# %% ../nbs/00c_views.ipynb #cb1181c0
 def eval_view(ds, img_size=None):
     """Un-augmented full-image view of the same items, in the same order as `ds` (for box refresh,
     probes, kNN)."""
@@ -143,6 +145,7 @@ def train_valid_split(path, size=64, valid_split='val', valid_pct=0.1, seed=0, m
     return (train.subset(perm[nv:].sort().values, 'train'),
             train.subset(perm[:nv].sort().values, 'valid'), True)
 
+# %% ../nbs/00c_views.ipynb #aa00e63b
 def pretrain_dataloaders(path=None, kind='cmae', img_size=64, bs=64, num_workers=0, cache_size=None,
                          valid_split='val', valid_pct=0.1, seed=0, device=None, use_box=False,
                          alpha=1.0, max_bad=0.05, images=None, **ds_kwargs):
@@ -180,6 +183,7 @@ def eval_dataloaders(path=None, **kwargs):
     heatmaps."""
     return pretrain_dataloaders(path, kind='eval', **kwargs)
 
+# %% ../nbs/00c_views.ipynb #6785b93c
 def eval_dataloader(ds, bs=256, num_workers=0, device=None, img_size=None):
     """One ordered DataLoader over `eval_view(ds)`: same items and order as the pretraining dataset
     `ds`."""

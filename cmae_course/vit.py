@@ -89,6 +89,7 @@ class DropPath(nn.Module):
 
     def extra_repr(self): return f"p={self.p}"
 
+# %% ../nbs/02_vit.ipynb #85492ae1
 class Block(nn.Module):
     """Pre-norm transformer block. x: (N, T, D) -> (N, T, D) [, last attention (N, heads, T, T) if
     return_attn]."""
