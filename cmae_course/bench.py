@@ -62,7 +62,7 @@ def _loss(model, imgs, method):
     return out['loss']
 
 def _momentum(model, method):
-    if method == 'cmae' and hasattr(model, 'momentum_update'): model.momentum_update(0.996)
+    if method == 'cmae': model.momentum_update(0.996)
 
 # %% ../nbs/15_bench.ipynb #e2344180
 def _autocast(device, precision):
