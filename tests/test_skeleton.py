@@ -67,3 +67,37 @@ def test_imports():
     r = subprocess.run([sys.executable, '-c', 'import cmae_course, fastai.vision.all, nbdev; print(cmae_course.__version__)'],
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
+
+
+def _module_lessons():
+    "module name -> the notebook that exports it (its `#| default_exp`)."
+    out = {}
+    for f in sorted((ROOT / 'nbs').glob('*.ipynb')):
+        for c in json.loads(f.read_text())['cells']:
+            src = ''.join(c['source'])
+            if src.startswith('#| default_exp '): out[src.split()[2]] = f.stem
+    return out
+
+
+def test_library_modules_import_only_earlier_lessons():
+    "Dependencies flow one way in lesson order: a module imports only modules built by earlier notebooks."
+    import re
+    lessons = _module_lessons()
+    bad = []
+    for mod, nb in lessons.items():
+        src = (ROOT / 'cmae_course' / f'{mod}.py').read_text()
+        for dep in set(re.findall(r'^\s*from \.(\w+) import', src, re.M)):
+            if lessons[dep] > nb: bad.append(f'{mod} ({nb}) imports {dep} ({lessons[dep]})')
+    assert not bad, bad
+
+
+def test_library_modules_are_small_and_import_at_the_top():
+    """No library module over 350 lines; imports inside functions only where they keep a dependency that is not the
+    course's own (pandas, through fastai) out of a module that does not otherwise load it."""
+    import re
+    allowed = {('decoders', 'import pandas as pd')}
+    for mod in _module_lessons():
+        lines = (ROOT / 'cmae_course' / f'{mod}.py').read_text().splitlines()
+        assert len(lines) <= 350, f'cmae_course/{mod}.py has {len(lines)} lines'
+        inner = {(mod, l.strip()) for l in lines if re.match(r'\s+(import |from \S+ import )', l)}
+        assert inner <= allowed, inner - allowed
