@@ -12,10 +12,9 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 from fastcore.script import call_parse, anno_parser, bool_arg, store_true
 
-from .mae import create_mae
+from .vit import VIT_SIZES
 from .decoders import DECODERS
-from .config import dashed_argv
-from .cmae import create_cmae
+from .config import CMAEConfig, build_model, dashed_argv
 from .devices import pick_precision, choose_precision
 from .views import pretrain_dataloaders
 from pathlib import Path
@@ -45,17 +44,19 @@ def matmul_peak(dtype=torch.float32, device='cpu', n=None, iters=None) -> float:
 
 # %% ../nbs/15_bench.ipynb #c8b2bc24
 def build_bench_model(method='mae', arch='vit_base', *, img_size=64, patch_size=8,
-                      decoder='transformer', dec_dim=512, dec_depth=8, **kw) -> nn.Module:
-    "The model a training step is timed on: `method` 'mae' or 'cmae' (with every CMAE task on)."
+                      decoder='transformer', dec_dim=512, dec_depth=8, dec_heads=16,
+                      depth=None) -> nn.Module:
+    """The model a training step is timed on, built as every run builds it: `config.build_model` of
+    a `CMAEConfig` with `method` 'mae' or 'cmae' (every CMAE task on), the encoder at its own depth
+    unless `depth` is given, MAE's 16 decoder heads."""
     if decoder not in DECODERS:
         raise ValueError(f"decoder={decoder!r} unknown; choose one of {list(DECODERS)}")
-    if method == 'mae':
-        return create_mae(arch, img_size=img_size, patch_size=patch_size, decoder=decoder,
-                          dec_dim=dec_dim, dec_depth=dec_depth, **kw)
-    if method == 'cmae':
-        return create_cmae(arch, img_size=img_size, patch_size=patch_size, decoder=decoder,
-                           dec_dim=dec_dim, dec_depth=dec_depth, **kw)
-    raise ValueError(f"method={method!r} unknown; choose 'mae' or 'cmae'")
+    if method not in ('mae', 'cmae'):
+        raise ValueError(f"method={method!r} unknown; choose 'mae' or 'cmae'")
+    if depth is None and arch in VIT_SIZES: depth = VIT_SIZES[arch]['depth']
+    return build_model(CMAEConfig(
+        method=method, arch=arch, depth=depth, img_size=img_size, patch_size=patch_size,
+        decoder=decoder, dec_dim=dec_dim, dec_depth=dec_depth, dec_heads=dec_heads))
 
 def _loss(model, imgs, method):
     out = model(imgs) if method == 'mae' else model(imgs, imgs.roll(1, dims=-1))

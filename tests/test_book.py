@@ -12,7 +12,7 @@ sys.path.insert(0, str(ROOT / 'tools'))
 import make_book  # noqa: E402
 
 LESSON = '01_patching'     # a lesson with figures in its first screens
-EXPLORERS = {'01_patching', '04_mae', '06_ccrop', '08_location'}     # lessons with an ipywidgets explorer
+EXPLORERS = {'01_patching', '04_mae', '06a_box_refresh', '08_location'}     # lessons with an ipywidgets explorer
 
 
 class Refs(html.parser.HTMLParser):
