@@ -8,6 +8,7 @@ import math
 import torch
 import torch.distributed as dist
 from torch import Tensor
+from fastcore.basics import patch
 from fastai.callback.core import Callback
 from .views import eval_view
 from .dist import dist_info, encoder_of
@@ -129,45 +130,50 @@ class BoxRefreshCallback(Callback):
         E = epoch + 1
         return E >= self.warmup and E % self.interval == 0 and E != n_epoch
 
-    def before_fit(self):
-        self.learn.ccrop_log = []
-        self._ds = self.train_ds if self.train_ds is not None else self.learn.dls.train.dataset
-        if not hasattr(self._ds, 'boxes'):
-            raise ValueError("BoxRefreshCallback: the training dataset has no `.boxes` table")
-        self._eval = self.eval_ds if self.eval_ds is not None else _default_eval_view(self._ds)
-        if len(self._eval) != len(self._ds):
-            raise ValueError(
-                f"BoxRefreshCallback: eval_ds has {len(self._eval)} items but the training set has "
-                f"{len(self._ds)}"
-            )
-
-    def after_epoch(self):
-        if self.due(self.learn.epoch, self.learn.n_epoch): self.refresh()
-
-    def refresh(self) -> Tensor:
-        """Recompute all boxes now (under torch.distributed every rank must call it), write them,
-        log the IoU; returns the table."""
-        enc, n = self.get_encoder(self.learn.model), len(self._ds)
-        idxs = shard_indices(n, mode=self.shard)
-        local = dataset_boxes(
-            enc, self._eval, idxs, sources=(self.source,), ks=(self.k,), bs=self.bs
-        )[(self.source, self.k)]
-        table = gather_boxes(local.to(next(enc.parameters()).device), idxs, n).cpu()
-        self._ds.boxes.set_all(table)
-        self._ds.boxes.use_box = True
-        rec = dict(
-            epoch=self.learn.epoch,
-            source=self.source,
-            k=self.k,
-            whole_share=whole_share(table),
-            miou=float('nan'),
-            miou_whole=float('nan'),
-            n_true=0,
+# %% ../nbs/06a_box_refresh.ipynb #c9e4c800
+@patch
+def before_fit(self:BoxRefreshCallback):
+    self.learn.ccrop_log = []
+    self._ds = self.train_ds if self.train_ds is not None else self.learn.dls.train.dataset
+    if not hasattr(self._ds, 'boxes'):
+        raise ValueError("BoxRefreshCallback: the training dataset has no `.boxes` table")
+    self._eval = self.eval_ds if self.eval_ds is not None else _default_eval_view(self._ds)
+    if len(self._eval) != len(self._ds):
+        raise ValueError(
+            f"BoxRefreshCallback: eval_ds has {len(self._eval)} items but the training set has "
+            f"{len(self._ds)}"
         )
-        tb = getattr(self._ds, 'true_boxes', None)
-        if tb is not None:
-            tb = torch.as_tensor(tb, dtype=torch.float32)
-            rec.update(miou=mean_iou(table, tb), miou_whole=mean_iou(whole_image_boxes(n), tb),
-                       n_true=int((~torch.isnan(tb).any(-1)).sum()))
-        self.learn.ccrop_log.append(rec)
-        return table
+
+@patch
+def after_epoch(self:BoxRefreshCallback):
+    if self.due(self.learn.epoch, self.learn.n_epoch): self.refresh()
+
+# %% ../nbs/06a_box_refresh.ipynb #303ba6b1
+@patch
+def refresh(self:BoxRefreshCallback) -> Tensor:
+    """Recompute all boxes now (under torch.distributed every rank must call it), write them,
+    log the IoU; returns the table."""
+    enc, n = self.get_encoder(self.learn.model), len(self._ds)
+    idxs = shard_indices(n, mode=self.shard)
+    local = dataset_boxes(
+        enc, self._eval, idxs, sources=(self.source,), ks=(self.k,), bs=self.bs
+    )[(self.source, self.k)]
+    table = gather_boxes(local.to(next(enc.parameters()).device), idxs, n).cpu()
+    self._ds.boxes.set_all(table)
+    self._ds.boxes.use_box = True
+    rec = dict(
+        epoch=self.learn.epoch,
+        source=self.source,
+        k=self.k,
+        whole_share=whole_share(table),
+        miou=float('nan'),
+        miou_whole=float('nan'),
+        n_true=0,
+    )
+    tb = getattr(self._ds, 'true_boxes', None)
+    if tb is not None:
+        tb = torch.as_tensor(tb, dtype=torch.float32)
+        rec.update(miou=mean_iou(table, tb), miou_whole=mean_iou(whole_image_boxes(n), tb),
+                   n_true=int((~torch.isnan(tb).any(-1)).sum()))
+    self.learn.ccrop_log.append(rec)
+    return table

@@ -4,6 +4,7 @@
 
 # %% ../nbs/12a_finetune.ipynb #1df07ea8
 from __future__ import annotations
+from fastcore.basics import patch
 import contextlib, time
 from typing import Callable, Iterable
 import torch
@@ -186,31 +187,42 @@ class KNNMonitorCallback(Callback):
 
     def before_epoch(self): self.last = None
 
-    def evaluate(self) -> dict:
-        "Run the kNN evaluation now with the current weights -> {'top1', 'top5'}."
-        enc = self.encoder_fn(self.learn.model)
-        dev = _device_of(enc)
-        tr = extract_features(enc, self.train_ds, self.readout, self.bs, dev)
-        va = extract_features(enc, self.valid_ds, self.readout, self.bs, dev)
-        return knn_eval(*tr, *va, k=self.k, T=self.T)
+# %% ../nbs/12a_finetune.ipynb #22c28b1f
+@patch
+def evaluate(self:KNNMonitorCallback) -> dict:
+    "Run the kNN evaluation now with the current weights -> {'top1', 'top5'}."
+    enc = self.encoder_fn(self.learn.model)
+    dev = _device_of(enc)
+    tr = extract_features(enc, self.train_ds, self.readout, self.bs, dev)
+    va = extract_features(enc, self.valid_ds, self.readout, self.bs, dev)
+    return knn_eval(*tr, *va, k=self.k, T=self.T)
 
-    def due(self) -> bool:
-        return (self.epoch + 1) % self.every == 0 or self.epoch + 1 == self.n_epoch
-    def after_train(self):
-        if self._when == 'train' and self.due(): self._run()
-    def after_validate(self):
-        if self._when == 'validate' and self.due() and self.last is None: self._run()
-    def after_epoch(self):    # fallback: training or validation was cancelled
-        if self.due() and self.last is None: self._run()
+@patch
+def due(self:KNNMonitorCallback) -> bool:
+    return (self.epoch + 1) % self.every == 0 or self.epoch + 1 == self.n_epoch
 
-    def _run(self):
-        t0 = time.time(); r = self.evaluate()
-        self.last = round(r['top1'], 2)
-        rec = dict(epoch=self.epoch, knn_top1=r['top1'], knn_top5=r['top5'],
-                   knn_seconds=round(time.time() - t0, 2))
-        self.learn.knn_log.append(rec)
-        self.learn.extra_metrics.update(knn_top1=r['top1'], knn_top5=r['top5'])
+@patch
+def after_train(self:KNNMonitorCallback):
+    if self._when == 'train' and self.due(): self._run()
 
-    def after_fit(self):
-        if self._metric is not None:
-            self.learn.metrics = [m for m in self.learn.metrics if m is not self._metric]
+@patch
+def after_validate(self:KNNMonitorCallback):
+    if self._when == 'validate' and self.due() and self.last is None: self._run()
+
+@patch
+def after_epoch(self:KNNMonitorCallback):    # fallback: training or validation was cancelled
+    if self.due() and self.last is None: self._run()
+
+@patch
+def _run(self:KNNMonitorCallback):
+    t0 = time.time(); r = self.evaluate()
+    self.last = round(r['top1'], 2)
+    rec = dict(epoch=self.epoch, knn_top1=r['top1'], knn_top5=r['top5'],
+               knn_seconds=round(time.time() - t0, 2))
+    self.learn.knn_log.append(rec)
+    self.learn.extra_metrics.update(knn_top1=r['top1'], knn_top5=r['top5'])
+
+@patch
+def after_fit(self:KNNMonitorCallback):
+    if self._metric is not None:
+        self.learn.metrics = [m for m in self.learn.metrics if m is not self._metric]

@@ -13,13 +13,14 @@ from torch import Tensor
 import torchvision
 from .dist import ema_, concat_all_gather, rank, world_size
 from torchvision.transforms import v2 as tv2
+from fastcore.basics import patch
 from fastai.callback.core import Callback
 
 # %% auto #0
-__all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'resnet_small_stem', 'n_params', 'projection_head', 'enqueue_', 'auto_queue_size',
-           'moco_logits', 'SplitBatchNorm', 'convert_split_bn', 'batch_shuffle_ddp', 'batch_unshuffle_ddp', 'MoCo',
-           'create_moco', 'mocov1_resnet18', 'mocov2_resnet50', 'moco_transforms', 'TwoCropsTransform',
-           'random_gaussian_blur', 'MoCoBlur']
+__all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'resnet_small_stem', 'projection_head', 'enqueue_', 'auto_queue_size', 'moco_logits',
+           'SplitBatchNorm', 'convert_split_bn', 'batch_shuffle_ddp', 'batch_unshuffle_ddp', 'MoCo', 'create_moco',
+           'mocov1_resnet18', 'mocov2_resnet50', 'moco_transforms', 'TwoCropsTransform', 'random_gaussian_blur',
+           'MoCoBlur']
 
 # %% ../nbs/07a_moco.ipynb #83c8e175
 _ARCHS = {'resnet18': torchvision.models.resnet18, 'resnet34': torchvision.models.resnet34,
@@ -47,10 +48,6 @@ def resnet_small_stem(arch: str = 'resnet18', *,
     net.num_features = net.fc.in_features
     net.fc = nn.Identity()
     return net
-
-def n_params(m: nn.Module, trainable: bool = False) -> int:
-    "Number of parameters of `m` (only those with requires_grad if `trainable`)."
-    return sum(p.numel() for p in m.parameters() if p.requires_grad or not trainable)
 
 # %% ../nbs/07a_moco.ipynb #e9056307
 def projection_head(in_dim: int, dim: int = 128, mlp: bool = False) -> nn.Module:
@@ -197,50 +194,55 @@ class MoCo(nn.Module):
     def query_params(self) -> list: return [*self.encoder.parameters(), *self.head.parameters()]
     def key_params(self) -> list: return [*self.encoder_k.parameters(), *self.head_k.parameters()]
 
-    @torch.no_grad()
-    def momentum_update(self, m: float | None = None):
-        """theta_k <- m theta_k + (1 - m) theta_q over encoder and head (`m` defaults to `self.m`):
-        for a trainer callback after the optimizer step. Raises if `momentum_in_forward`
-        (forward already does it: the key branch would move twice)."""
-        if self.momentum_in_forward:
-            raise RuntimeError("momentum_update: this MoCo updates its key encoder in forward "
-                               "(momentum_in_forward=True); build it with "
-                               "momentum_in_forward=False to update from a callback instead")
-        ema_(self.key_params(), self.query_params(), self.m if m is None else m)
+# %% ../nbs/07a_moco.ipynb #d329d4a8
+@patch
+@torch.no_grad()
+def momentum_update(self:MoCo, m: float | None = None):
+    """theta_k <- m theta_k + (1 - m) theta_q over encoder and head (`m` defaults to `self.m`):
+    for a trainer callback after the optimizer step. Raises if `momentum_in_forward`
+    (forward already does it: the key branch would move twice)."""
+    if self.momentum_in_forward:
+        raise RuntimeError("momentum_update: this MoCo updates its key encoder in forward "
+                           "(momentum_in_forward=True); build it with "
+                           "momentum_in_forward=False to update from a callback instead")
+    ema_(self.key_params(), self.query_params(), self.m if m is None else m)
 
-    @torch.no_grad()
-    def keys(self, x2: Tensor) -> Tensor:
-        """x2: (N, C, H, W) -> k: (N, dim) unit vectors from the key branch, with shuffle-BN in
-        training mode."""
-        f = lambda x: F.normalize(self.head_k(self.encoder_k(x)).float(), dim=1)
-        if not (self.training and self.shuffle_bn): return f(x2)
-        if world_size() > 1:
-            xs, idx_unshuffle = batch_shuffle_ddp(x2)
-            return batch_unshuffle_ddp(f(xs), idx_unshuffle)
-        # one device: shuffle, then BN per group
-        if self.bn_group_size and x2.shape[0] > self.bn_group_size:
-            perm = torch.randperm(x2.shape[0], device=x2.device)
-            return f(x2[perm])[torch.argsort(perm)]
-        return f(x2)
+@patch
+@torch.no_grad()
+def keys(self:MoCo, x2: Tensor) -> Tensor:
+    """x2: (N, C, H, W) -> k: (N, dim) unit vectors from the key branch, with shuffle-BN in
+    training mode."""
+    f = lambda x: F.normalize(self.head_k(self.encoder_k(x)).float(), dim=1)
+    if not (self.training and self.shuffle_bn): return f(x2)
+    if world_size() > 1:
+        xs, idx_unshuffle = batch_shuffle_ddp(x2)
+        return batch_unshuffle_ddp(f(xs), idx_unshuffle)
+    # one device: shuffle, then BN per group
+    if self.bn_group_size and x2.shape[0] > self.bn_group_size:
+        perm = torch.randperm(x2.shape[0], device=x2.device)
+        return f(x2[perm])[torch.argsort(perm)]
+    return f(x2)
 
-    def forward(self, x1: Tensor, x2: Tensor) -> dict:
-        """x1, x2: (N, C, H, W), two augmentations of the same N images (x1 -> queries, x2 -> keys).
-        Returns dict(loss: InfoNCE scalar, ctr: loss detached, acc: fraction of queries whose
-        positive wins). MoCo masks nothing: the trainer hands a mask ratio only to models whose
-        `forward` takes one."""
-        if x1.shape != x2.shape:
-            raise ValueError(f"x1 and x2 must have the same shape, got {tuple(x1.shape)} and "
-                             f"{tuple(x2.shape)}")
-        q = F.normalize(self.head(self.encoder(x1)).float(), dim=1)         # (N, dim), float32
-        with torch.no_grad():
-            if self.training and self.momentum_in_forward:            # MoCo: update BEFORE the keys
-                ema_(self.key_params(), self.query_params(), self.m)
-            k = self.keys(x2)                                                # (N, dim)
-        logits = moco_logits(q, k, self.queue, self.T)                       # (N, 1+K)
-        labels = torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device)
-        loss = F.cross_entropy(logits, labels)
-        if self.training: enqueue_(self.queue, self.queue_ptr, concat_all_gather(k))
-        return dict(loss=loss, ctr=loss.detach(), acc=(logits.argmax(1) == 0).float().mean())
+# %% ../nbs/07a_moco.ipynb #f89fcde7
+@patch
+def forward(self:MoCo, x1: Tensor, x2: Tensor) -> dict:
+    """x1, x2: (N, C, H, W), two augmentations of the same N images (x1 -> queries, x2 -> keys).
+    Returns dict(loss: InfoNCE scalar, ctr: loss detached, acc: fraction of queries whose
+    positive wins). MoCo masks nothing: the trainer hands a mask ratio only to models whose
+    `forward` takes one."""
+    if x1.shape != x2.shape:
+        raise ValueError(f"x1 and x2 must have the same shape, got {tuple(x1.shape)} and "
+                         f"{tuple(x2.shape)}")
+    q = F.normalize(self.head(self.encoder(x1)).float(), dim=1)         # (N, dim), float32
+    with torch.no_grad():
+        if self.training and self.momentum_in_forward:            # MoCo: update BEFORE the keys
+            ema_(self.key_params(), self.query_params(), self.m)
+        k = self.keys(x2)                                                # (N, dim)
+    logits = moco_logits(q, k, self.queue, self.T)                       # (N, 1+K)
+    labels = torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device)
+    loss = F.cross_entropy(logits, labels)
+    if self.training: enqueue_(self.queue, self.queue_ptr, concat_all_gather(k))
+    return dict(loss=loss, ctr=loss.detach(), acc=(logits.argmax(1) == 0).float().mean())
 
 # %% ../nbs/07a_moco.ipynb #d387779d
 _VERSIONS = {'v1': dict(arch='resnet18', T=0.07, mlp=False),

@@ -4,6 +4,7 @@
 
 # %% ../nbs/00c_views.ipynb #23fa1ecd
 from __future__ import annotations
+from fastcore.basics import patch
 from contextlib import contextmanager
 from pathlib import Path
 import torch
@@ -71,37 +72,40 @@ class ViewDataset(torch.utils.data.Dataset):
         return (f"ViewDataset({self.kind!r}, {len(self)} items, img_size={self.img_size}, "
                 f"color={self.color}, {self.boxes})")
 
-    def _view(self, imgs, idxs, g):
-        N, _, H, W = imgs.shape
-        if self.kind == 'eval': params = torch.tensor([[0, 0, H, W]]).repeat(N, 1)
-        else:
-            params = crop_params(H, W, self.boxes.t[idxs] if self.boxes.use_box else None, n=N,
-                                 scale=self.scale, ratio=self.ratio, alpha=self.alpha, generator=g)
-        flipped = ((torch.rand(N, generator=g) < 0.5) if self.flip
-                   else torch.zeros(N, dtype=torch.bool))
-        if self.kind == 'eval' and H == W == self.img_size: x = imgs.to(torch.float32)
-        else: x = resized_crops(imgs, params, self.img_size, flipped)         # float, still 0..255
-        mean, std = x.new_tensor(self.mean)[:, None, None], x.new_tensor(self.std)[:, None, None]
-        if self.color:
-            A, b = color_matrix(x.mean((2, 3))/255, *self.jitter, p=self.p_jitter,
-                                p_gray=self.p_gray, generator=g)
-            x = apply_color(x, A/255, b).sub_(mean).div_(std)
-        else: x = x.sub_(255*mean).div_(255*std)                             # = normalize(x/255)
-        return x, dict(params=params, flipped=flipped)
+# %% ../nbs/00c_views.ipynb #f9b774a9
+@patch
+def _view(self:ViewDataset, imgs, idxs, g):
+    N, _, H, W = imgs.shape
+    if self.kind == 'eval': params = torch.tensor([[0, 0, H, W]]).repeat(N, 1)
+    else:
+        params = crop_params(H, W, self.boxes.t[idxs] if self.boxes.use_box else None, n=N,
+                             scale=self.scale, ratio=self.ratio, alpha=self.alpha, generator=g)
+    flipped = ((torch.rand(N, generator=g) < 0.5) if self.flip
+               else torch.zeros(N, dtype=torch.bool))
+    if self.kind == 'eval' and H == W == self.img_size: x = imgs.to(torch.float32)
+    else: x = resized_crops(imgs, params, self.img_size, flipped)         # float, still 0..255
+    mean, std = x.new_tensor(self.mean)[:, None, None], x.new_tensor(self.std)[:, None, None]
+    if self.color:
+        A, b = color_matrix(x.mean((2, 3))/255, *self.jitter, p=self.p_jitter,
+                            p_gray=self.p_gray, generator=g)
+        x = apply_color(x, A/255, b).sub_(mean).div_(std)
+    else: x = x.sub_(255*mean).div_(255*std)                             # = normalize(x/255)
+    return x, dict(params=params, flipped=flipped)
 
-    def get_batch(self, idxs, meta=False, generator=None):
-        """Views for items `idxs` -> (x, y) or (x1, x2, y), x: (B, 3, img_size, img_size); with
-        meta=True also a list (one per view) of dicts: `params` (B, 4) crops (i, j, h, w) in the
-        cached image, `flipped` (B,)."""
-        idxs = torch.as_tensor(idxs, dtype=torch.long).flatten()
-        imgs = self.images.images[idxs]
-        views, metas = [], []
-        with _one_thread():
-            for _ in range(self.n_views):
-                x, m = self._view(imgs, idxs, generator)
-                views.append(x); metas.append(m)
-        out = (*views, self.images.labels[idxs])
-        return (out, metas) if meta else out
+@patch
+def get_batch(self:ViewDataset, idxs, meta=False, generator=None):
+    """Views for items `idxs` -> (x, y) or (x1, x2, y), x: (B, 3, img_size, img_size); with
+    meta=True also a list (one per view) of dicts: `params` (B, 4) crops (i, j, h, w) in the
+    cached image, `flipped` (B,)."""
+    idxs = torch.as_tensor(idxs, dtype=torch.long).flatten()
+    imgs = self.images.images[idxs]
+    views, metas = [], []
+    with _one_thread():
+        for _ in range(self.n_views):
+            x, m = self._view(imgs, idxs, generator)
+            views.append(x); metas.append(m)
+    out = (*views, self.images.labels[idxs])
+    return (out, metas) if meta else out
 
 # %% ../nbs/00c_views.ipynb #cb1181c0
 def eval_view(ds, img_size=None):

@@ -4,6 +4,7 @@
 
 # %% ../nbs/02_vit.ipynb #7b4ce779
 from __future__ import annotations
+from fastcore.basics import patch
 import torch
 import torch.nn.functional as F
 from torch import nn, Tensor
@@ -153,36 +154,42 @@ class ViT(nn.Module):
         elif isinstance(m, nn.LayerNorm):
             nn.init.ones_(m.weight); nn.init.zeros_(m.bias)
 
-    def embed(self, imgs: Tensor, pos: bool = True) -> Tensor:
-        "imgs: (N, C, H, W) -> patch tokens (N, L, D), plus the patch rows of pos_embed if pos."
-        x = self.patch_embed(imgs)
-        return x + self.pos_embed[:, 1:] if pos else x
+# %% ../nbs/02_vit.ipynb #a78c46cc
+@patch
+def embed(self:ViT, imgs: Tensor, pos: bool = True) -> Tensor:
+    "imgs: (N, C, H, W) -> patch tokens (N, L, D), plus the patch rows of pos_embed if pos."
+    x = self.patch_embed(imgs)
+    return x + self.pos_embed[:, 1:] if pos else x
 
-    def forward_tokens(self, x: Tensor, return_attn: bool = False):
-        """x: (N, l, D) patch tokens (any subset, any order, PE already added or not) ->
-        (N, 1+l, D): prepend cls_token + pos_embed[:, :1], run the blocks and the final norm. With
-        return_attn also the last block's attention (N, heads, 1+l, 1+l)."""
-        if x.ndim != 3 or x.shape[-1] != self.embed_dim:
-            raise ValueError(f"tokens must have shape (N, l, {self.embed_dim}), got "
-                             f"{tuple(x.shape)}")
-        cls = (self.cls_token + self.pos_embed[:, :1]).expand(x.shape[0], -1, -1)
-        x = torch.cat([cls.to(x.dtype), x], dim=1)
-        for blk in self.blocks[:-1]: x = blk(x)
-        if return_attn:
-            x, attn = self.blocks[-1](x, return_attn=True)
-            return self.norm(x), attn
-        return self.norm(self.blocks[-1](x))
+@patch
+def forward_tokens(self:ViT, x: Tensor, return_attn: bool = False):
+    """x: (N, l, D) patch tokens (any subset, any order, PE already added or not) ->
+    (N, 1+l, D): prepend cls_token + pos_embed[:, :1], run the blocks and the final norm. With
+    return_attn also the last block's attention (N, heads, 1+l, 1+l)."""
+    if x.ndim != 3 or x.shape[-1] != self.embed_dim:
+        raise ValueError(f"tokens must have shape (N, l, {self.embed_dim}), got "
+                         f"{tuple(x.shape)}")
+    cls = (self.cls_token + self.pos_embed[:, :1]).expand(x.shape[0], -1, -1)
+    x = torch.cat([cls.to(x.dtype), x], dim=1)
+    for blk in self.blocks[:-1]: x = blk(x)
+    if return_attn:
+        x, attn = self.blocks[-1](x, return_attn=True)
+        return self.norm(x), attn
+    return self.norm(self.blocks[-1](x))
 
-    def forward_encoder(self, imgs: Tensor, mask_ratio: float = 0.75, noise: Tensor | None = None):
-        """MAE's encoder pass: embed + PE (before masking), random masking, cls token, blocks, norm.
-        imgs: (N, C, H, W) -> latent (N, 1+l, D), mask (N, L) 1 = removed, ids_restore (N, L)."""
-        x, mask, ids_restore = random_masking(self.embed(imgs), mask_ratio, noise)
-        return self.forward_tokens(x), mask, ids_restore
+# %% ../nbs/02_vit.ipynb #34455a57
+@patch
+def forward_encoder(self:ViT, imgs: Tensor, mask_ratio: float = 0.75, noise: Tensor | None = None):
+    """MAE's encoder pass: embed + PE (before masking), random masking, cls token, blocks, norm.
+    imgs: (N, C, H, W) -> latent (N, 1+l, D), mask (N, L) 1 = removed, ids_restore (N, L)."""
+    x, mask, ids_restore = random_masking(self.embed(imgs), mask_ratio, noise)
+    return self.forward_tokens(x), mask, ids_restore
 
-    def forward(self, imgs: Tensor, return_attn: bool = False):
-        """imgs: (N, C, H, W) -> all tokens (N, 1+L, D), cls first, no masking [, last attention (N,
-        heads, 1+L, 1+L)]."""
-        return self.forward_tokens(self.embed(imgs), return_attn=return_attn)
+@patch
+def forward(self:ViT, imgs: Tensor, return_attn: bool = False):
+    """imgs: (N, C, H, W) -> all tokens (N, 1+L, D), cls first, no masking [, last attention (N,
+    heads, 1+L, 1+L)]."""
+    return self.forward_tokens(self.embed(imgs), return_attn=return_attn)
 
 # %% ../nbs/02_vit.ipynb #7303c5a0
 # the standard ViT sizes: every other table in the course (MAE names, official checkpoints, rebuilding
