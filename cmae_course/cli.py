@@ -242,7 +242,7 @@ def cmae_pretrain(
     data:str=None,            # dataset folder (Tiny-ImageNet layout or ImageFolder); default: the embedded dataset
     method:str='cmae',        # mae | cmae | mocov1 (ResNet-18) | mocov2 (ResNet-50)
     preset:str='tiny',        # tiny (CPU, minutes) | gpu | paper (ViT-B, 300 ep, bs 64, blr 1e-3, mask .75, wd .05)
-    arch:str=None,            # vit_tiny | vit_small | vit_base (MAE, CMAE); resnet18 | resnet50 (MoCo)
+    arch:str=None,            # vit_tiny | vit_small | vit_base | vit_large | vit_huge (MAE, CMAE); resnet18 | resnet50 (MoCo)
     resnet_layers:str=None,   # MoCo: ResNet blocks per stage, e.g. 2,2,2,2 (preset tiny: 1,1,1,1; else the arch's own)
     depth:int=None,           # encoder blocks (preset: tiny 4, else 12)
     img_size:int=None,        # training image size (pixels)

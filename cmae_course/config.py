@@ -5,7 +5,7 @@
 # %% ../nbs/09b_config.ipynb #2010f91d
 from __future__ import annotations
 import dataclasses, sys, tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -89,7 +89,6 @@ class CMAEConfig:
     compile: bool = False; seed: int = 0; out: str = 'runs/cmae'; keep: int = 2
     resume: bool = False; init_mae: str|None = None; knn_every: int = 0
     probe: bool = True; floor: bool = True; figures: bool = True
-    use_ccrop: bool = field(init=False)    # derived: `ccrop` resolved for `method`
 
     def __post_init__(self): self.validate()
 
@@ -97,6 +96,11 @@ class CMAEConfig:
     def is_moco(self) -> bool:
         "Does this config train a MoCo baseline (a ResNet) rather than a ViT?"
         return self.method.startswith('moco')
+
+    @property
+    def use_ccrop(self) -> bool:
+        "Is ContrastiveCrop on? `ccrop='auto'` means on for CMAE only."
+        return self.ccrop == 'on' or (self.ccrop == 'auto' and self.method == 'cmae')
 
 # %% ../nbs/09b_config.ipynb #f77ff6c9
 def _positive_int(c, *names):
@@ -160,7 +164,6 @@ def _check_optim(c:CMAEConfig):
 def _check_tasks(c:CMAEConfig):
     if c.ccrop not in ('auto', 'on', 'off'):
         raise ValueError(f"--ccrop {c.ccrop!r}: use --ccrop, --no-ccrop or --ccrop auto")
-    c.use_ccrop = c.ccrop == 'on' or (c.ccrop == 'auto' and c.method == 'cmae')
     if c.use_ccrop and c.is_moco:
         raise ValueError(f"--ccrop: this course's ContrastiveCrop reads a ViT heatmap; "
                          f"--method {c.method} trains a ResNet (use --no-ccrop)")
