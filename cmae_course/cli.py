@@ -4,7 +4,7 @@
 
 # %% ../nbs/13_cli.ipynb #156e0454
 from __future__ import annotations
-import json, os, sys, time, warnings
+import json, os, sys, time
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -13,10 +13,6 @@ import torch.nn as nn
 import torch.distributed as dist
 from fastcore.script import call_parse, is_cli
 
-# fastai's import warns that `torch.jit.script` is deprecated: noise for a CLI user, so it is
-# silenced before fastai loads
-warnings.filterwarnings('ignore', message=r'`torch.jit.script` is deprecated',
-                        category=FutureWarning)
 
 import random
 import numpy as np

@@ -4,12 +4,12 @@
 
 # %% ../nbs/16_experiments.ipynb #da3a74ce
 from __future__ import annotations
-import json, os, shlex, statistics, subprocess, sys, time
+import hashlib, json, os, shlex, statistics, subprocess, sys, time
 from pathlib import Path
 from fastcore.script import call_parse
 from .config import run_script
 from .probes import logistic_probe, knn_eval
-from .evaluate import run_eval, load_eval_data
+from .evaluate import run_eval, load_eval_data, few_label_settings
 from .table_rows import (ROWS, EXTRA_ROWS, BASELINES, MAIN_ROWS, PAPER_TOP1, slug,
                                     row_options, parse_rows, run_command, paper_commands)
 
@@ -35,12 +35,14 @@ def _run(cmd:list[str], folder:Path, threads:int|None=None) -> dict:
     return json.loads((folder/'summary.json').read_text())
 
 def _few_label(folder:Path, seed:int, data=None) -> dict:
-    """Few-label fine-tuning of the run's `encoder.pt` (`evaluate.few_label_finetune`), kept in
-    `fewlabel.json` beside the run."""
-    f = folder/'fewlabel.json'
+    """Few-label fine-tuning of the run's `encoder.pt` (`evaluate.few_label_finetune`), kept beside
+    the run in `fewlabel-<settings hash>.json`: a result made with other settings (an older
+    `FEW_LABEL`) is kept, and not reused."""
+    s = json.dumps(few_label_settings(), sort_keys=True)
+    f = folder/f"fewlabel-{hashlib.sha1(s.encode()).hexdigest()[:8]}.json"
     if not f.exists():
         r = run_eval(folder/'encoder.pt', data, 'fewlabel', seed=seed)
-        tmp = f.with_name('.fewlabel.json.tmp')
+        tmp = f.with_name(f'.{f.name}.tmp')
         tmp.write_text(json.dumps(r, indent=1))
         os.replace(tmp, f)
     return json.loads(f.read_text())

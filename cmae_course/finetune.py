@@ -10,11 +10,7 @@ from typing import Callable, Iterable
 import torch
 import torch.nn as nn
 from torch import Tensor
-import warnings
-# from fastai's import: keeps CLI stderr to one line
-warnings.filterwarnings('ignore', message=r'`torch.jit.script` is deprecated',
-                        category=FutureWarning)
-from fastai.callback.core import Callback
+from fastai.callback.core import Callback, CancelValidException
 from fastai.learner import Learner, ValueMetric
 from fastai.optimizer import OptimWrapper
 from fastai.data.core import DataLoaders
@@ -29,7 +25,8 @@ from .probes import (is_vit, feature_fn, extract_features, knn_eval, topk_accura
                                 lr_at, _device_of)
 
 # %% auto #0
-__all__ = ['layer_id', 'param_groups_lrd', 'set_drop_path', 'Classifier', 'LayerDecayLR', 'finetune', 'KNNMonitorCallback']
+__all__ = ['layer_id', 'param_groups_lrd', 'set_drop_path', 'Classifier', 'LayerDecayLR', 'SkipValidation', 'finetune',
+           'KNNMonitorCallback']
 
 # %% ../nbs/12a_finetune.ipynb #9f54564d
 def layer_id(name: str, num_layers: int) -> int:
@@ -116,6 +113,11 @@ class LayerDecayLR(Callback):
                      self.min_lr)
         for pg in self.opt.opt.param_groups: pg['lr'] = lr_t * pg.get('lr_scale', 1.)
 
+# %% ../nbs/12a_finetune.ipynb #4850012e
+class SkipValidation(Callback):
+    "Skips fastai's validation pass after each epoch, for fits that are scored once at the end."
+    def before_validate(self): raise CancelValidException
+
 # %% ../nbs/12a_finetune.ipynb #ffda0685
 def finetune(encoder: nn.Module, train_ds, valid_ds, n_classes: int, *, epochs: int = 100,
              bs: int = 64, blr: float = 1e-3, layer_decay: float = 0.75, weight_decay: float = 0.05,
@@ -127,7 +129,9 @@ def finetune(encoder: nn.Module, train_ds, valid_ds, n_classes: int, *, epochs: 
     epochs // 10) + cosine, via a fastai Learner. train_ds yields AUGMENTED (img, label) views (e.g.
     `ViewDataset(images, 'mae', scale=(0.08, 1))`: RandomResizedCrop + flip; no mixup / cutmix /
     RandAugment / random erasing at this scale), valid_ds un-augmented ones. The encoder is trained
-    in place (deep-copy it first to keep it). Returns {'top1', 'top5'} (percent) and the `learn`."""
+    in place (deep-copy it first to keep it). Without `show`, fastai's per-epoch validation is
+    skipped (the score is taken once, at the end). Returns {'top1', 'top5'} (percent) and the
+    `learn`."""
     torch.manual_seed(seed)
     device = torch.device(device) if device is not None else _device_of(encoder)
     if is_vit(encoder): set_drop_path(encoder, drop_path)
@@ -145,7 +149,8 @@ def finetune(encoder: nn.Module, train_ds, valid_ds, n_classes: int, *, epochs: 
                     opt_func=opt, metrics=accuracy, cbs=LayerDecayLR(lr, warmup, min_lr))
     if (device.type == 'cuda') if amp is None else amp: learn.to_bf16()
     quiet = (lambda: contextlib.nullcontext()) if show else (lambda: learn.no_bar())
-    with quiet(), (contextlib.nullcontext() if show else learn.no_logging()): learn.fit(epochs, lr)
+    with quiet(), (contextlib.nullcontext() if show else learn.no_logging()):
+        learn.fit(epochs, lr, cbs=[] if show else SkipValidation())   # fit's cbs leave with it
     with quiet(): scores, targs = learn.get_preds(dl=dls.valid)
     top1, top5 = topk_accuracy(scores, targs)
     return dict(top1=top1, top5=top5, learn=learn, lr=lr, bs=bs, epochs=epochs)

@@ -5,7 +5,8 @@
 
 ImageFolder layout (`<out>/train/<class>/*.png`, `<out>/val/<class>/*.png`), 10 classes: the letters A C E F H K M R S X, each
 drawn in one of the typefaces matplotlib ships (DejaVu Sans / Serif / Mono, STIX, Computer Modern; bold, italic), at a random
-size, rotation, position and colour (half of the images grayscale), on crops of the photographs and terrain maps matplotlib ships
+size, rotation, position and colour (at least 80 of 255 in luminance away from the background it covers, so that every
+letter can be seen; half of the images grayscale), on crops of the photographs and terrain maps matplotlib ships
 as sample data, with a few smaller digits as clutter. Unlike the embedded dataset: other shapes (letters), other textures
 (photographs, terrain), other clutter (glyphs), no box annotations, and ImageFolder instead of Tiny-ImageNet's layout.
 Nothing is downloaded: the fonts and images come with the installed matplotlib.
@@ -66,10 +67,22 @@ def _glyph(img, ch, font, px, rng, size):
     tile = Image.new('L', (r - l + 8, b - t + 8), 0)
     ImageDraw.Draw(tile).text((4 - l, 4 - t), ch, font=f, fill=255)
     tile = tile.rotate(rng.uniform(-25, 25), resample=Image.BILINEAR, expand=True)
-    col = tuple(int(c) for c in rng.integers(0, 256, 3))
     w, h = tile.size
     x, y = int(rng.integers(0, max(1, size - w + 1))), int(rng.integers(0, max(1, size - h + 1)))
-    img.paste(Image.new('RGB', tile.size, col), (x, y), tile)
+    img.paste(Image.new('RGB', tile.size, _visible_colour(img.crop((x, y, x + w, y + h)), rng)), (x, y), tile)
+
+
+def _luma(rgb): return float(np.asarray(rgb, np.float32).reshape(-1, 3).mean(0) @ np.float32([0.299, 0.587, 0.114]))
+
+
+def _visible_colour(region, rng, min_contrast=80.):
+    "A random colour whose luminance differs from the `region` it is drawn on by at least `min_contrast` (of 255)."
+    bg = _luma(np.asarray(region))
+    for _ in range(20):
+        col = rng.integers(0, 256, 3)
+        if abs(_luma(col) - bg) >= min_contrast: break
+    else: col = np.zeros(3) if bg > 127 else np.full(3, 255)
+    return tuple(int(c) for c in col)
 
 
 def main():
