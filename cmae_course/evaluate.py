@@ -10,14 +10,14 @@ import torch
 import torch.nn as nn
 from fastcore.script import call_parse
 from .data import make_default_dataset
-from .views import train_valid_split, ViewDataset
+from .views import train_valid_split, ViewDataset, ViewDataLoader
 from .checkpoint import latest_checkpoint, load_checkpoint
 from .moco import resnet_small_stem
 from .interop import vit_shapes
 from .vit import ViT, VIT_SIZES, heads_for_width
 from .config import dashed_argv, run_script
 from .probes import (is_vit, extract_features, knn_eval, linear_probe, logistic_probe,
-                                PROBE_OPTS, FeatureCache, cache_key, file_hash, _device_of)
+                                PROBE_OPTS, FeatureCache, cache_key, file_hash, topk_accuracy, _device_of)
 from .finetune import finetune
 
 # %% auto #0
@@ -164,7 +164,9 @@ def few_label_finetune(encoder: nn.Module, train_images, val_ds, *, img_size: in
     """Few-label fine-tuning: `finetune` a COPY of the whole encoder on a class-balanced `frac` of
     the training images (`few_label_subset`), with RandomResizedCrop(`scale`) + flip, and score the
     un-augmented `val_ds`. Settings: `FEW_LABEL`, overridden by `kw`. The regime where MAE-style
-    pretraining is known to pay off: few labels, all weights trainable."""
+    pretraining is known to pay off: few labels, all weights trainable. Also reports `train_top1`,
+    the fine-tuned classifier on its own labelled images (un-augmented): far below 100 means the
+    fine-tuning did not fit them, and its `top1` says little about the encoder."""
     o = {**FEW_LABEL, **kw}
     img_size = img_size or getattr(val_ds, 'img_size', 64)
     sub = few_label_subset(train_images, o['frac'], seed)
@@ -173,7 +175,11 @@ def few_label_finetune(encoder: nn.Module, train_images, val_ds, *, img_size: in
     r = finetune(copy.deepcopy(encoder), aug, val_ds, n_classes, epochs=o['epochs'], bs=o['bs'],
                  blr=o['blr'], layer_decay=o['layer_decay'], drop_path=o['drop_path'],
                  readout=READOUT, device=device, seed=seed)
-    return dict(top1=r['top1'], top5=r['top5'], n_labelled=len(sub), frac=o['frac'],
+    own = ViewDataLoader(ViewDataset(sub, 'eval', img_size), bs=256, shuffle=False, drop_last=False,
+                         device=r['learn'].dls.device)
+    with r['learn'].no_bar(): scores, targs = r['learn'].get_preds(dl=own)
+    return dict(top1=r['top1'], top5=r['top5'], train_top1=topk_accuracy(scores, targs)[0],
+                n_labelled=len(sub), frac=o['frac'],
                 epochs=o['epochs'], bs=r['bs'], lr=r['lr'], scale=list(o['scale']),
                 settings=few_label_settings(**kw))
 
