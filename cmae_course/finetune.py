@@ -12,6 +12,7 @@ import torch.nn as nn
 from torch import Tensor
 from fastai.callback.core import Callback, CancelValidException
 from fastai.learner import Learner, ValueMetric
+from fastai.torch_core import set_seed
 from fastai.optimizer import OptimWrapper
 from fastai.data.core import DataLoaders
 from fastai.data.load import DataLoader as FaDataLoader
@@ -132,7 +133,7 @@ def finetune(encoder: nn.Module, train_ds, valid_ds, n_classes: int, *, epochs: 
     in place (deep-copy it first to keep it). Without `show`, fastai's per-epoch validation is
     skipped (the score is taken once, at the end). Returns {'top1', 'top5'} (percent) and the
     `learn`."""
-    torch.manual_seed(seed)
+    set_seed(seed)   # torch, numpy and Python's random, which fastai's DataLoader shuffles with
     device = torch.device(device) if device is not None else _device_of(encoder)
     if is_vit(encoder): set_drop_path(encoder, drop_path)
     model = Classifier(encoder, n_classes, readout=readout).to(device)
