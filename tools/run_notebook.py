@@ -33,6 +33,7 @@ def run(fn, flags=()):
         if cell.cell_type != 'code' or 'nbdev_export' + '(' in cell.source: return True
         d = directives(cell.source)
         if ('eval' in d and 'false' in d) or skip & d: return True
+        cell.outputs = []   # execnb only replaces outputs that are not empty: a cell that now prints nothing keeps none
         return False
 
     sh, t0 = CaptureShell(fn), time.perf_counter()
