@@ -13,7 +13,6 @@ import torch.nn as nn
 import torch.distributed as dist
 from fastcore.script import call_parse, is_cli
 
-
 import random
 import numpy as np
 import matplotlib.pyplot as plt

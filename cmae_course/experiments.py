@@ -110,7 +110,8 @@ def run_experiments(
                     command=cmd,
                     **s,
                     fewlabel_top1=(round(ft['top1'] / 100, 4) if ft else None),
-                    fewlabel_train_acc=(round(ft['train_top1'] / 100, 4) if ft else None),
+                    fewlabel_train_acc=(round(ft['train_top1'] / 100, 4)
+                                        if ft.get('train_top1') is not None else None),
                 )
             )
             log(
