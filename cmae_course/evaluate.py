@@ -231,14 +231,14 @@ def evaluate_encoder(encoder: nn.Module, train_ds, val_ds, protocols=('knn', 'li
 def run_eval(checkpoint, data=None, protocol: str = 'linear', epochs: int | None = None,
              bs: int | None = None, readout: str | None = None, device=None, seed: int = 0,
              k: int = 20, T: float = 0.07, opt: str = 'lbfgs', blr: float | None = None,
-             layer_decay: float = 0.75, drop_path: float = 0.1, cache_dir=None,
-             frac: float = FEW_LABEL['frac']) -> dict:
+             layer_decay: float | None = None, drop_path: float | None = None, cache_dir=None,
+             frac: float | None = None) -> dict:
     """Evaluate a checkpoint with one protocol -> a JSON-able dict: protocol, top1, top5 (percent),
     data, checkpoint, readout, n_train, n_val, seconds (+ the settings used). Every protocol reads
     the mean of the patch tokens (`READOUT`). Defaults: linear = the converged L-BFGS probe (also
     reports its train loss and accuracy); knn = k 20, T 0.07 on centred features; fewlabel =
-    `few_label_finetune` on `frac` of the labels (`FEW_LABEL`); finetune = 100 epochs on all labels,
-    bs 64."""
+    `few_label_finetune` on `frac` of the labels (`FEW_LABEL`, the one source of its settings);
+    finetune = 100 epochs on all labels, bs 64, layer decay 0.75, drop path 0.1."""
     if protocol not in PROTOCOLS:
         raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
     t0 = time.time()
@@ -255,15 +255,18 @@ def run_eval(checkpoint, data=None, protocol: str = 'linear', epochs: int | None
                n_train=len(train_ds), n_val=len(val_ds), n_classes=n_classes, seed=seed,
                device=str(device))
     if protocol == 'fewlabel':
-        kw = {n: v for n, v in dict(epochs=epochs, bs=bs, blr=blr).items() if v is not None}
+        given = dict(epochs=epochs, bs=bs, blr=blr, frac=frac, layer_decay=layer_decay,
+                     drop_path=drop_path)
+        kw = {n: v for n, v in given.items() if v is not None}   # the rest: FEW_LABEL's
         r = few_label_finetune(enc, train_ds.images, val_ds, img_size=img_size, seed=seed,
-                               device=device, frac=frac, layer_decay=layer_decay,
-                               drop_path=drop_path, **kw)
+                               device=device, **kw)
         out.update(r)
     elif protocol == 'finetune':
         # RandomResizedCrop + flip
         aug = ViewDataset(train_ds.images, 'mae', img_size, scale=(0.08, 1.))
         epochs = 100 if epochs is None else epochs
+        layer_decay = 0.75 if layer_decay is None else layer_decay
+        drop_path = 0.1 if drop_path is None else drop_path
         r = finetune(enc, aug, val_ds, n_classes, epochs=epochs, bs=bs or 64,
                      blr=1e-3 if blr is None else blr, layer_decay=layer_decay,
                      drop_path=drop_path, readout=readout, device=device, seed=seed)
@@ -305,7 +308,7 @@ def cmae_eval(
     seed:int=0,            # random seed
     k:int=20,              # kNN neighbours
     opt:str='lbfgs',       # linear probe: lbfgs (solved to convergence) or a scheduled head: lars, sgd, adamw
-    frac:float=0.1,        # fewlabel: share of the training labels used
+    frac:float=None,       # fewlabel: share of the training labels used (default FEW_LABEL's, 0.1)
     blr:float=None,        # base lr, lr = blr * bs / 256 (default: per protocol and optimiser)
     cache_dir:str=None,    # keep extracted features here (keyed by checkpoint hash, data, split, readout)
 ):
