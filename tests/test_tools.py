@@ -48,3 +48,39 @@ def test_make_glyphs_writes_an_image_folder_of_visible_letters(tmp_path):
     finally:
         sys.path.remove(str(tmp_path / 'tools'))
         sys.modules.pop('make_glyphs', None)
+
+
+def test_location_causes_trains_each_condition_and_writes_json(tmp_path):
+    """Lesson 08_location: `python tools/location_causes.py` (the command recorded in results/location_causes.json, which the
+    lesson reads), here at 60 steps and two conditions into a scratch file (the full run is ten minutes of 2 cores); bad input
+    is one line naming the option, and nothing is written."""
+    import json
+    recorded = json.loads((ROOT / 'results' / 'location_causes.json').read_text())['command']
+    assert recorded == 'python tools/location_causes.py' and recorded in (ROOT / 'nbs' / '08_location.ipynb').read_text()
+    out = tmp_path / 'lc.json'
+    cmd = [sys.executable, 'tools/location_causes.py', '--out', str(out), '--steps', '60', '--conditions',
+           'plain,CMAE views + lighting', '--jobs', '1']
+    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    res = json.loads(out.read_text())
+    assert [d['condition'] for d in res['runs']] == ['plain', 'CMAE views + lighting']
+    assert res['chance'] == 1 / 64 and "--conditions 'plain,CMAE views + lighting'" in res['command']
+    for d in res['runs']:
+        assert 0 <= d['acc'] <= d['near'] <= 1 and d['steps'] == 60 and 3 < d['loss'] < 5
+    assert r.stdout.count('x chance') == 2
+    for bad, msg in ((['--conditions', 'plain,sky'], "--conditions: unknown 'sky'"), (['--steps', '10'], '--steps 10: must be'),
+                     (['--out', str(tmp_path / 'no' / 'x.json')], 'does not exist')):
+        r = subprocess.run([sys.executable, 'tools/location_causes.py', *bad], cwd=ROOT, capture_output=True, text=True, timeout=60)
+        assert r.returncode == 2 and msg in r.stderr, r.stderr
+    assert not (tmp_path / 'no').exists()
+
+
+def test_lighting_is_the_documented_gain():
+    "The position cue of tools/location_causes.py: 1.25 at the top centre, 0.75 at the bottom centre, 0.5 in the lower corners."
+    sys.path.insert(0, str(ROOT / 'tools'))
+    try:
+        import torch, location_causes
+        lit = location_causes.lighting(torch.full((1, 3, 65, 65), 100, dtype=torch.uint8)).float()
+        assert lit[0, 0, 0, 32] == 125 and lit[0, 0, 64, 32] == 75 and lit[0, 0, 64, 0] == 50 and lit[0, 0, 32, 32] == 125
+    finally:
+        sys.path.remove(str(ROOT / 'tools')); sys.modules.pop('location_causes', None)
