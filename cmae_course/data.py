@@ -10,8 +10,8 @@ import numpy as np
 from PIL import Image
 
 # %% auto #0
-__all__ = ['SHAPES', 'COLOURS', 'TEXTURES', 'CLASS_SHAPES', 'GEN_VERSION', 'shape_sdf', 'texture', 'class_specs', 'render',
-           'cache_dir', 'make_default_dataset', 'pixel_box_to_frac', 'frac_box_to_pixel', 'check_pixel_box']
+__all__ = ['SHAPES', 'COLOURS', 'TEXTURES', 'CLASS_SHAPES', 'GEN_VERSION', 'shape_sdf', 'texture', 'class_specs', 'light_field',
+           'render', 'cache_dir', 'make_default_dataset', 'pixel_box_to_frac', 'frac_box_to_pixel', 'check_pixel_box']
 
 # %% ../nbs/00_data.ipynb #dcfadcfa
 SHAPES = ('disk', 'square', 'triangle', 'ring', 'cross', 'star', 'diamond', 'hexagon', 'crescent',
@@ -93,13 +93,22 @@ def _draw(img, shape, colour, tex, cx, cy, half, rot, freq, contrast=0.6):
     return alpha, (x0, y0)
 
 # %% ../nbs/00_data.ipynb #4c435446
+def light_field(size, strength):
+    """A fixed light over the image, (size, size) float32 gain: brighter above and in the middle,
+    darker below and in the corners, `1 + strength*(1/2 - y/2 - r^2/2)` with x, y in [-1, 1] (y down).
+    Photographs carry such position cues; lesson 08 measures that the location task needs one."""
+    y = np.linspace(-1, 1, size, dtype=np.float32)[:, None]
+    x = y.T
+    return (1 + np.float32(strength)*(0.5 - 0.5*y - 0.5*(x*x + y*y))).astype(np.float32)
+
 def render(shape, rng, size=64, distractors=CLASS_SHAPES, scale=(0.45, 0.85), n_distractors=(1, 3),
-           distractor_scale=(0.12, 0.22), texture_contrast=0.3, bg_contrast=12.):
+           distractor_scale=(0.12, 0.22), texture_contrast=0.3, bg_contrast=12., light=0.):
     """One image whose class is the `shape` of its main object: textured, cluttered background;
     `n_distractors` small objects (random shapes from `distractors`, `distractor_scale` of the
     side); then the main object (`scale` of the side, random position inside the image, random
     rotation) drawn on top, so it is never occluded. Every object's colour and texture are random;
-    `texture_contrast` and `bg_contrast` set how strong textures and background are. Returns
+    `texture_contrast` and `bg_contrast` set how strong textures and background are; `light` > 0
+    multiplies the scene by `light_field(size, light)` (0: the default, no light). Returns
     (uint8 (size, size, 3), box) with box = (x0, y0, x1, y1) INCLUSIVE pixel coords of the main
     object."""
     f32 = np.float32
@@ -125,6 +134,7 @@ def render(shape, rng, size=64, distractors=CLASS_SHAPES, scale=(0.45, 0.85), n_
     cx, cy = rng.uniform(half, size - half), rng.uniform(half, size - half)
     a, (ax, ay) = _draw(img, shape, *_appearance(rng), cx, cy, half, rng.uniform(0, 2*np.pi),
                         rng.uniform(5, 8), texture_contrast)
+    if light: img *= light_field(size, light)[..., None]
     img += rng.standard_normal(img.shape, dtype=f32)*f32(6)
     cols, rows = np.nonzero(a.max(0) >= 0.5)[0], np.nonzero(a.max(1) >= 0.5)[0]
     box = (ax + int(cols[0]), ay + int(rows[0]), ax + int(cols[-1]), ay + int(rows[-1]))
@@ -137,7 +147,7 @@ def cache_dir():
     "Where generated data lives: `$XDG_CACHE_HOME/cmae_course` (default `~/.cache/cmae_course`)."
     return Path(os.environ.get('XDG_CACHE_HOME') or Path.home()/'.cache')/'cmae_course'
 
-def _write_split(root, split, specs, n_per_class, seed, size, quality):
+def _write_split(root, split, specs, n_per_class, seed, size, quality, light=0.):
     """Write one split in the Tiny-ImageNet layout; every image has its own seeded generator
     (order-independent)."""
     sid = {'train': 0, 'val': 1, 'test': 2}[split]
@@ -145,7 +155,7 @@ def _write_split(root, split, specs, n_per_class, seed, size, quality):
     for k in range(n_cls * n_per_class):
         label = k % n_cls if split != 'train' else k // n_per_class
         img, (x0, y0, x1, y1) = render(specs[label]['shape'], np.random.default_rng([seed, sid, k]),
-                                       size, [sp['shape'] for sp in specs])
+                                       size, [sp['shape'] for sp in specs], light=light)
         w = specs[label]['wnid']
         if split == 'train':
             name, d = f"{w}_{k % n_per_class}.JPEG", root/'train'/w/'images'
@@ -163,23 +173,26 @@ def _write_split(root, split, specs, n_per_class, seed, size, quality):
 
 # %% ../nbs/00_data.ipynb #342eb6c9
 def make_default_dataset(root=None, n_classes=10, n_train=500, n_val=50, seed=0, n_test=0, size=64,
-                         quality=90, force=False):
+                         quality=90, force=False, light=0.):
     """Generate (once) the embedded procedural dataset in the Tiny-ImageNet-200 layout and return
     its folder. `n_train`, `n_val`, `n_test` are images PER CLASS. `root`: parent folder
     (default `cache_dir()`). Written into a temporary folder and renamed at the end, so an
-    interrupted run never leaves half a dataset."""
+    interrupted run never leaves half a dataset. `light` > 0: every image under `light_field`
+    (a position cue; the folder name and meta.json say so)."""
     for nm, v in dict(n_train=n_train, n_val=n_val, n_test=n_test).items():
         if int(v) != v or v < 0:
             raise ValueError(f"{nm}: must be a non-negative integer, got {v!r}")
     if n_train < 1:
         raise ValueError(f"n_train: need at least one training image per class, got {n_train}")
+    if not 0 <= light < 1:
+        raise ValueError(f"light: must be in [0, 1) (0: no light field), got {light!r}")
     specs = class_specs(n_classes)
     meta = dict(generator='cmae_course.data.make_default_dataset', version=GEN_VERSION,
                 n_classes=n_classes, n_train=n_train, n_val=n_val, n_test=n_test, seed=seed,
-                size=size, quality=quality)
+                size=size, quality=quality, **({'light': light} if light else {}))
     base = Path(root) if root is not None else cache_dir()
     final = base/(f"shapes{n_classes}-tr{n_train}-va{n_val}-te{n_test}-s{size}-q{quality}"
-                  f"-seed{seed}-v{GEN_VERSION}")
+                  f"-seed{seed}-v{GEN_VERSION}" + (f"-light{light:g}" if light else ""))
     if final.exists() and not force:
         mf = final/'meta.json'
         if not mf.is_file() or json.loads(mf.read_text()) != meta:
@@ -195,7 +208,7 @@ def make_default_dataset(root=None, n_classes=10, n_train=500, n_val=50, seed=0,
         (tmp/'wnids.txt').write_text(''.join(s['wnid'] + '\n' for s in specs))
         (tmp/'words.txt').write_text(''.join(f"{s['wnid']}\t{s['name']}\n" for s in specs))
         for split, n in (('train', n_train), ('val', n_val), ('test', n_test)):
-            if n: _write_split(tmp, split, specs, n, seed, size, quality)
+            if n: _write_split(tmp, split, specs, n, seed, size, quality, light)
         (tmp/'meta.json').write_text(json.dumps(meta))   # written last: marks a complete dataset
         os.chmod(tmp, 0o755)                                # mkdtemp made it private
         if force and final.exists(): shutil.rmtree(final)
