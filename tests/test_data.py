@@ -207,3 +207,23 @@ def test_learner_fits_with_workers(small):
     learn = Learner(dls, M(), loss_func=nn.CrossEntropyLoss())
     with learn.no_logging(): learn.fit(2, 1e-3)
     assert np.isfinite(learn.recorder.values[-1]).all()
+
+
+LIT_CMD = "python -c \"from cmae_course.data import make_default_dataset; print(make_default_dataset('data', light=0.5))\""
+
+def test_lit_dataset_command_as_written(tmp_path):
+    """Lesson 08_location: the command that writes the lit copy of the embedded dataset, run as written (with a timeout) in a
+    scratch folder: the full 5,000 + 500 images, the same objects and boxes as the default set, brighter above than below."""
+    import subprocess, sys, shlex
+    assert LIT_CMD in (Path(__file__).parent.parent/'nbs'/'08_location.ipynb').read_text().replace('\\"', '"')
+    r = subprocess.run([sys.executable, *shlex.split(LIT_CMD)[1:]], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    lit = tmp_path/r.stdout.strip()
+    assert lit.name == 'shapes10-tr500-va50-te0-s64-q90-seed0-v2-light0.5'
+    assert len(read_items(lit, 'train').paths) == 5000 and len(read_items(lit, 'val').paths) == 500
+    dark = make_default_dataset(tmp_path/'dark', n_train=3, n_val=1)
+    for f in ('train/disk/disk_boxes.txt', 'val/val_annotations.txt'):   # same objects, same boxes
+        assert (lit/f).read_text().splitlines()[:3] == (dark/f).read_text().splitlines()[:3]
+    a = np.asarray(Image.open(lit/'train'/'disk'/'images'/'disk_0.JPEG'), float)
+    b = np.asarray(Image.open(dark/'train'/'disk'/'images'/'disk_0.JPEG'), float)
+    assert a[:8].mean() / b[:8].mean() > 1.1 and a[-8:].mean() / b[-8:].mean() < 0.9
