@@ -76,11 +76,14 @@ def test_location_causes_trains_each_condition_and_writes_json(tmp_path):
 
 
 def test_lighting_is_the_documented_gain():
-    "The position cue of tools/location_causes.py: 1.25 at the top centre, 0.75 at the bottom centre, 0.5 in the lower corners."
+    """The position cue of tools/location_causes.py: 1.25 at the top centre, 0.75 at the bottom centre, 0.5 in the lower corners;
+    the field of the generator's `light` option (cmae_course.data.light_field), up to rounding."""
     sys.path.insert(0, str(ROOT / 'tools'))
     try:
         import torch, location_causes
         lit = location_causes.lighting(torch.full((1, 3, 65, 65), 100, dtype=torch.uint8)).float()
         assert lit[0, 0, 0, 32] == 125 and lit[0, 0, 64, 32] == 75 and lit[0, 0, 64, 0] == 50 and lit[0, 0, 32, 32] == 125
+        from cmae_course.data import light_field        # the generator's `light` option: the same field
+        assert (lit[0, 0] - 100 * torch.from_numpy(light_field(65, 0.5))).abs().max() <= 0.5 + 1e-4
     finally:
         sys.path.remove(str(ROOT / 'tools')); sys.modules.pop('location_causes', None)

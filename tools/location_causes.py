@@ -35,7 +35,8 @@ def lighting(images, strength=0.5):
     """A position cue photographs have and the embedded images do not: brighter above and in the middle, darker below
     and in the corners. `images` uint8 (N, 3, S, S) -> uint8, each pixel times 1 + strength*(1/2 - y/2 - r^2/2), with
     x, y in [-1, 1] (y down) and r^2 = x^2 + y^2: 1.25 at the top centre, 0.75 at the bottom centre, 0.5 in the lower
-    corners."""
+    corners. The same field as the generator's `light` option (`cmae_course.data.light_field`), applied here to the
+    decoded images."""
     import torch
     S = images.shape[-1]
     y = torch.linspace(-1, 1, S)[:, None].expand(S, S)
