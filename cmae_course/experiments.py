@@ -20,6 +20,7 @@ __all__ = ['METRICS', 'TASKS', 'TABLE_BUDGET', 'raw_pixel_result', 'run_experime
 # %% ../nbs/16_experiments.ipynb #89865f07
 def _run(cmd:list[str], folder:Path, threads:int|None=None) -> dict:
     folder.mkdir(parents=True, exist_ok=True)
+    (folder/'command.txt').write_text(shlex.join(cmd) + '\n')   # what made this folder (see _check_reuse)
     env = {**os.environ, 'PYTHONWARNINGS': 'ignore'}
     if threads: env['OMP_NUM_THREADS'] = str(threads)
     with open(folder/'log.txt', 'w') as log:
@@ -33,6 +34,15 @@ def _run(cmd:list[str], folder:Path, threads:int|None=None) -> dict:
         tail = (folder/'log.txt').read_text(errors='replace').strip().splitlines()[-3:]
         raise RuntimeError(f"{shlex.join(cmd)} failed (exit {r.returncode}): {' | '.join(tail)}")
     return json.loads((folder/'summary.json').read_text())
+
+def _check_reuse(folder:Path, cmd:str):
+    """A finished run in `folder` is reused only if the same `cmae_pretrain` command made it (its
+    `command.txt`; folders from before that file existed are trusted). Otherwise ValueError: reusing
+    it would put another configuration's numbers under this row."""
+    f = folder/'command.txt'
+    if (folder/'summary.json').exists() and f.exists() and f.read_text().strip() != cmd:
+        raise ValueError(f"{folder}: a finished run of another command ({f.read_text().strip()}); "
+                         "use another --out or delete that folder")
 
 def _few_label(folder:Path, seed:int, data=None) -> dict:
     """Few-label fine-tuning of the run's `encoder.pt` (`evaluate.few_label_finetune`), kept beside
@@ -77,11 +87,15 @@ def run_experiments(
     """Run the `BASELINES` (if `baselines`) and `rows` (default: all of `ROWS`) x `seeds` with the
     `shared` cmae_pretrain options, each run evaluated the same way: kNN and the converged probe
     (`cmae_pretrain`'s own evaluation) and, if `fewlabel`, few-label fine-tuning of its
-    `encoder.pt`. Finished runs are reused. Results also in `out/results.json`, with `command`."""
+    `encoder.pt`. Finished runs of the same command are reused (`_check_reuse`). Results also in
+    `out/results.json`, with `command`."""
     out, rows = Path(out), list(ROWS) if rows is None else list(rows)
-    # unknown names fail before anything runs
+    # unknown names, and finished runs of other commands, fail before anything runs
     for r in rows: row_options(r) if r != 'raw pixels' else None
     names = [b for b in BASELINES if b not in rows] * bool(baselines) + rows
+    for name in (n for n in names if n != 'raw pixels'):
+        for seed in seeds:
+            _check_reuse(out/slug(name)/f'seed{seed}', shlex.join(run_command(name, seed, out, extra, **shared)))
     res, t_all = [], time.perf_counter()
     for name in names:
         for seed in seeds:

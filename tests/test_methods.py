@@ -85,3 +85,23 @@ def test_experiments_bad_input(tmp_path):
     assert r.returncode != 0 and "--fewlabel 'maybe': expected on, off or auto" in r.stderr
     r = run(BIN / 'cmae_experiments', '--paper')
     assert r.returncode == 0 and r.stdout.count('cmae_pretrain --preset paper') == 4 and '--epochs 500 --bs 512' in r.stdout
+
+
+def test_experiments_reuse_only_runs_of_the_same_command(tmp_path):
+    """`cmae_experiments` reuses a finished run only if the same `cmae_pretrain` command made it (its command.txt): a folder
+    finished by other options is refused in one line, before anything runs, and left as it was."""
+    import shlex
+    from cmae_course.experiments import run_experiments
+    from cmae_course.table_rows import run_command
+    folder = tmp_path / 'mae' / 'seed0'
+    folder.mkdir(parents=True)
+    (folder / 'summary.json').write_text('{"linprobe_top1": 0.5}')
+    (folder / 'command.txt').write_text(shlex.join(run_command('MAE', 0, tmp_path, '')) + '\n')
+    res = run_experiments(rows=['MAE'], seeds=(0,), out=tmp_path, baselines=False, fewlabel=False, log=lambda *a: None)
+    assert [(r['row'], r['linprobe_top1']) for r in res] == [('MAE', 0.5)]          # same command: reused, nothing trained
+    (folder / 'command.txt').write_text('cmae_pretrain --method mae --epochs 99 --out elsewhere\n')
+    r = run(BIN / 'cmae_experiments', '--rows', 'MAE', '--no-baselines', '--no-fewlabel', '--out', tmp_path, '--seeds', '0',
+            '--epochs', '1')
+    assert r.returncode != 0 and 'a finished run of another command' in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert (folder / 'summary.json').read_text() == '{"linprobe_top1": 0.5}' and sorted(p.name for p in folder.iterdir()) == [
+        'command.txt', 'summary.json']
