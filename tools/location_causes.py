@@ -56,9 +56,9 @@ def train(name, steps=780, bs=64, lr=3.75e-4, warmup=78, seed=0, data=None):
     c = CONDITIONS[name]
     ims = load_split(data, 'train', size=64)
     if c.get('light'): ims = replace(ims, images=lighting(ims.images, c['light']))
-    views = ViewDataset(ims, 'mae' if c['views'] == 'plain' else c['views'], 32,
-                        scale=(1., 1.) if c['views'] == 'plain' else (0.2, 1.), ratio=(1., 1.) if c['views'] == 'plain'
-                        else (3 / 4, 4 / 3))
+    plain = c['views'] == 'plain'   # the whole image: a 'mae' view whose only crop is the full square
+    views = ViewDataset(ims, 'mae' if plain else c['views'], 32, scale=(1., 1.) if plain else (0.2, 1.),
+                        ratio=(1., 1.) if plain else (3 / 4, 4 / 3))
     torch.manual_seed(seed); g = torch.Generator().manual_seed(seed)
     enc = ViT(img_size=32, patch_size=4, embed_dim=192, depth=4, num_heads=3)
     head, token = LocationHead(192, enc.num_patches), nn.Parameter(torch.randn(1, 1, 192) * .02)
