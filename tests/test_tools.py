@@ -1,5 +1,6 @@
 "Commands that lessons tell a user to run from tools/, run as written (with a timeout, so a hang fails)."
 import os, re, subprocess, sys
+import pytest
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -18,17 +19,19 @@ def test_bench_probe_loop_prints_the_ratio():
     assert loop > 0 and learner > 0 and abs(ratio - learner / loop) < 0.06
 
 
-def test_make_glyphs_writes_an_image_folder_of_visible_letters(tmp_path):
-    """Lesson 16_experiments: `python tools/make_glyphs.py --out data/glyphs`, run as written in a scratch copy of tools/ (so the
-    repository's own data/ is left alone): 10 classes x (300 train + 50 val) PNGs, the same bytes for the same seed, and every
-    letter drawn at least 80 of 255 in luminance away from the background under it."""
-    cmd = 'python tools/make_glyphs.py --out data/glyphs'
+@pytest.mark.parametrize('cmd', ['python tools/make_glyphs.py --out data/glyphs',
+                                 'python tools/make_glyphs.py --out data/glyphs-bold --bold 0.06'])
+def test_make_glyphs_writes_an_image_folder_of_visible_letters(tmp_path, cmd):
+    """Lesson 16_experiments: both `make_glyphs` commands, run as written in a scratch copy of tools/ (so the repository's own
+    data/ is left alone): 10 classes x (300 train + 50 val) PNGs, the same bytes for the same seed, and every letter drawn at
+    least 80 of 255 in luminance away from the background under it."""
     assert cmd in (ROOT / 'nbs' / '16_experiments.ipynb').read_text()
+    bold = float(cmd.split('--bold ')[1]) if '--bold' in cmd else 0.
     (tmp_path / 'tools').mkdir()
     (tmp_path / 'tools' / 'make_glyphs.py').write_bytes((ROOT / 'tools' / 'make_glyphs.py').read_bytes())
     r = subprocess.run([sys.executable, *cmd.split()[1:]], cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
-    out = tmp_path / 'data' / 'glyphs'
+    out = tmp_path / cmd.split('--out ')[1].split()[0]
     for split, n in (('train', 300), ('val', 50)):
         classes = sorted(p.name for p in (out / split).iterdir())
         assert classes == sorted('ACEFHKMRSX'), classes
@@ -38,7 +41,7 @@ def test_make_glyphs_writes_an_image_folder_of_visible_letters(tmp_path):
         import numpy as np
         from PIL import Image
         import make_glyphs
-        again = make_glyphs.render('A', np.random.default_rng([0, 0, 0, 0]), make_glyphs.fonts(), make_glyphs.backgrounds())
+        again = make_glyphs.render('A', np.random.default_rng([0, 0, 0, 0]), make_glyphs.fonts(), make_glyphs.backgrounds(), 64, bold)
         assert np.array_equal(np.asarray(again), np.asarray(Image.open(out / 'train' / 'A' / 'A_0.png')))
         rng = np.random.default_rng(0)
         for bg in (np.full((8, 8, 3), 250, np.uint8), np.full((8, 8, 3), 5, np.uint8), np.full((8, 8, 3), 128, np.uint8)):
@@ -48,6 +51,33 @@ def test_make_glyphs_writes_an_image_folder_of_visible_letters(tmp_path):
     finally:
         sys.path.remove(str(tmp_path / 'tools'))
         sys.modules.pop('make_glyphs', None)
+
+
+def test_make_glyphs_bold_thickens_letters_and_refuses_bad_values(tmp_path):
+    """`--bold 0.06` (lesson 16's legible-letters folder) draws the same letter with more ink; `--bold 0` is the default
+    drawing; a value outside [0, 0.2] is one line naming --bold, and nothing is written."""
+    sys.path.insert(0, str(ROOT / 'tools'))
+    try:
+        import numpy as np
+        from PIL import Image
+        import make_glyphs
+        font = make_glyphs.fonts()[0]
+        def ink(bold):
+            img = Image.new('RGB', (64, 64))
+            make_glyphs._glyph(img, 'H', font, 40, np.random.default_rng(0), 64, bold)
+            return int((np.asarray(img).max(-1) > 0).sum())
+        assert ink(0.06) > 1.3 * ink(0.) > 0, (ink(0.06), ink(0.))
+        bgs = make_glyphs.backgrounds()
+        plain = make_glyphs.render('A', np.random.default_rng([0, 0, 0, 0]), [font], bgs)
+        assert np.array_equal(np.asarray(plain), np.asarray(make_glyphs.render('A', np.random.default_rng([0, 0, 0, 0]), [font], bgs, 64, 0.)))
+    finally:
+        sys.path.remove(str(ROOT / 'tools'))
+        sys.modules.pop('make_glyphs', None)
+    for bad in ('0.5', '-0.1'):
+        r = subprocess.run([sys.executable, str(ROOT / 'tools' / 'make_glyphs.py'), '--out', 'g', '--bold', bad], cwd=tmp_path,
+                           capture_output=True, text=True, timeout=120)
+        assert r.returncode == 2 and '--bold: must be in [0, 0.2]' in r.stderr.strip().splitlines()[-1], r.stderr
+        assert not (tmp_path / 'g').exists()
 
 
 def test_location_causes_trains_each_condition_and_writes_json(tmp_path):
