@@ -13,7 +13,7 @@ as sample data, with a few smaller digits as clutter. Unlike the embedded datase
 workshop-sized encoder sees them at 32 pixels (lesson 16 measures why that matters). Nothing is downloaded: the fonts
 and images come with the installed matplotlib.
 """
-import argparse, os
+import argparse
 from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
