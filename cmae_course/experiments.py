@@ -4,7 +4,7 @@
 
 # %% ../nbs/16_experiments.ipynb #da3a74ce
 from __future__ import annotations
-import hashlib, json, os, shlex, statistics, subprocess, sys, time
+import hashlib, json, os, shlex, signal, statistics, subprocess, sys, time
 from pathlib import Path
 from fastcore.script import call_parse
 from .config import run_script
@@ -316,8 +316,15 @@ def cmae_experiments(
     )
 
 # %% ../nbs/16_experiments.ipynb #961c9564
+def _terminated(signum, frame):
+    "SIGTERM (`kill`, a job scheduler) ends the runner like Ctrl-C: the running `cmae_pretrain` is stopped with it."
+    sys.exit(f"cmae_experiments: stopped by signal {signum}; finished runs are kept and reused by the same command")
+
 def main():
     """The `cmae_experiments` console script: keeps the command as typed for results.json, accepts
-    `--n-train` for fastcore's `--n_train` and `--fewlabel` / `--no-fewlabel`, then fastcore's parser."""
+    `--n-train` for fastcore's `--n_train` and `--fewlabel` / `--no-fewlabel`, then fastcore's parser.
+    SIGTERM raises `SystemExit`, so `subprocess.run` kills the `cmae_pretrain` it is waiting for
+    instead of leaving it to train on, and to write into the same folder as the next launch."""
+    signal.signal(signal.SIGTERM, _terminated)
     _typed[:] = sys.argv[1:]
     return run_script(cmae_experiments, switches=('fewlabel',))

@@ -105,3 +105,40 @@ def test_experiments_reuse_only_runs_of_the_same_command(tmp_path):
     assert r.returncode != 0 and 'a finished run of another command' in r.stderr and len(r.stderr.strip().splitlines()) == 1
     assert (folder / 'summary.json').read_text() == '{"linprobe_top1": 0.5}' and sorted(p.name for p in folder.iterdir()) == [
         'command.txt', 'summary.json']
+
+
+def _children(pid):
+    "Live child processes of `pid` (Linux /proc), zombies left out."
+    kids = []
+    for stat in Path('/proc').glob('[0-9]*/stat'):
+        try: fields = stat.read_text().rsplit(')', 1)[1].split()
+        except OSError: continue
+        if fields[0] != 'Z' and int(fields[1]) == pid: kids.append(int(stat.parent.name))
+    return kids
+
+
+@pytest.mark.skipif(not Path('/proc/self/stat').exists(), reason='reads child processes from /proc')
+def test_experiments_sigterm_stops_the_running_pretrain(tmp_path):
+    """SIGTERM to `cmae_experiments` (what `kill` and job schedulers send) stops the `cmae_pretrain` it is running too, with
+    a one-line message; before, the child trained on and a second launch could write into the same folder."""
+    import signal, time
+    p = subprocess.Popen([str(BIN / 'cmae_experiments'), '--rows', 'MAE', '--no-baselines', '--no-fewlabel', '--seeds', '0',
+                          '--out', str(tmp_path), '--epochs', '500', '--pretrain-args', ' '.join(TINY[2:])],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+    try:
+        t0 = time.time()
+        while not _children(p.pid) and p.poll() is None and time.time() - t0 < 120: time.sleep(0.2)
+        kids = _children(p.pid)
+        assert kids, f'no cmae_pretrain child appeared: {p.poll()}'
+        time.sleep(1)
+        p.send_signal(signal.SIGTERM)
+        _, err = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None: p.kill()
+    assert p.returncode != 0 and err.strip().splitlines()[-1].startswith('cmae_experiments: stopped by signal'), err[-500:]
+    time.sleep(0.5)
+    alive = [k for k in kids if (Path('/proc') / str(k)).exists()
+             and (Path('/proc') / str(k) / 'stat').read_text().rsplit(')', 1)[1].split()[0] != 'Z']
+    for k in alive: os.kill(k, signal.SIGKILL)      # a failing run must not leave a training process behind
+    assert not alive, f'cmae_pretrain {alive} still running after SIGTERM to its runner'
+    assert not (tmp_path / 'mae' / 'seed0' / 'summary.json').exists()
