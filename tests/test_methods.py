@@ -15,12 +15,21 @@ def run(*args, timeout=600):
 
 
 @pytest.fixture(scope='module')
-def runs(tmp_path_factory):
+def small_data(tmp_path_factory):
+    """A small labelled folder in the embedded dataset's layout (10 classes x 8 train + 4 val images): every method trains,
+    monitors and is evaluated end to end without extracting 5,500 images' features with a ResNet-50 (about a minute on
+    2 cores)."""
+    from cmae_course.data import make_default_dataset
+    return make_default_dataset(tmp_path_factory.mktemp('small'), n_train=8, n_val=4)
+
+
+@pytest.fixture(scope='module')
+def runs(tmp_path_factory, small_data):
     "One tiny run per method (trained once for all tests of this file)."
     root = tmp_path_factory.mktemp('methods')
     out = {}
     for m in ('mae', 'cmae', 'mocov1', 'mocov2'):
-        r = run(BIN / 'cmae_pretrain', '--method', m, *TINY, '--out', root / m)
+        r = run(BIN / 'cmae_pretrain', '--method', m, *TINY, '--data', small_data, '--out', root / m)
         assert r.returncode == 0, f'{m}: {r.stderr[-1500:]}'
         out[m] = root / m
     return out
@@ -45,8 +54,8 @@ def test_moco_trains_with_sgd_and_a_queue(runs):
 
 
 @pytest.mark.parametrize('m', ['mae', 'cmae', 'mocov1', 'mocov2'])
-def test_cmae_eval_on_every_method(runs, m, tmp_path):
-    r = run(BIN / 'cmae_eval', '--checkpoint', runs[m], '--protocol', 'knn', '--cache-dir', tmp_path)
+def test_cmae_eval_on_every_method(runs, m, small_data, tmp_path):
+    r = run(BIN / 'cmae_eval', '--checkpoint', runs[m], '--protocol', 'knn', '--data', small_data, '--cache-dir', tmp_path)
     assert r.returncode == 0, r.stderr[-1500:]
     res = json.loads(r.stdout)
     assert res['protocol'] == 'knn' and 0 <= res['top1'] <= 100 and res['checkpoint'].endswith('ckpt_e0002.pt')
@@ -74,17 +83,34 @@ def test_bad_method_options_one_line(args, msg, tmp_path):
     assert not (tmp_path / 'x' / 'metrics.json').exists()
 
 
-def test_experiments_bad_input(tmp_path):
-    r = run(BIN / 'cmae_experiments', '--rows', 'CMAE++', '--out', tmp_path)
+def _experiments_in_process(*args, monkeypatch, capsys):
+    """`cmae_experiments *args` through its console-script entry point, in this process (no 5 s import per call) ->
+    (exit code, stdout, the error message); the SIGTERM handler it installs is put back."""
+    import signal
+    from cmae_course import experiments
+    monkeypatch.setattr(sys, 'argv', ['cmae_experiments', *map(str, args)])
+    handler = signal.getsignal(signal.SIGTERM)
+    try:
+        experiments.main(); code = 0
+    except SystemExit as e: code = e.code
+    finally: signal.signal(signal.SIGTERM, handler)
+    out = capsys.readouterr().out
+    return (0 if code is None else code if isinstance(code, int) else 1), out, code if isinstance(code, str) else ''
+
+
+def test_experiments_bad_input(tmp_path, monkeypatch, capsys):
+    r = run(BIN / 'cmae_experiments', '--rows', 'CMAE++', '--out', tmp_path)      # the installed script, as a user runs it
     assert r.returncode != 0 and "row 'CMAE++': unknown" in r.stderr and len(r.stderr.strip().splitlines()) == 1
-    r = run(BIN / 'cmae_experiments', '--data', tmp_path / 'nope', '--out', tmp_path)
-    assert r.returncode != 0 and 'no such folder' in r.stderr
-    r = run(BIN / 'cmae_experiments', '--n-train', '0', '--rows', 'CMAE++', '--out', tmp_path)      # dashed option accepted
-    assert "row 'CMAE++': unknown" in r.stderr
-    r = run(BIN / 'cmae_experiments', '--fewlabel', 'maybe', '--out', tmp_path)
-    assert r.returncode != 0 and "--fewlabel 'maybe': expected on, off or auto" in r.stderr
-    r = run(BIN / 'cmae_experiments', '--paper')
-    assert r.returncode == 0 and r.stdout.count('cmae_pretrain --preset paper') == 4 and '--epochs 500 --bs 512' in r.stdout
+    ex = lambda *a: _experiments_in_process(*a, monkeypatch=monkeypatch, capsys=capsys)
+    code, _, err = ex('--data', tmp_path / 'nope', '--out', tmp_path)
+    assert code != 0 and 'no such folder' in err
+    code, _, err = ex('--n-train', '0', '--rows', 'CMAE++', '--out', tmp_path)     # dashed option accepted
+    assert code != 0 and "row 'CMAE++': unknown" in err
+    code, _, err = ex('--fewlabel', 'maybe', '--out', tmp_path)
+    assert code != 0 and "--fewlabel 'maybe': expected on, off or auto" in err
+    code, out, _ = ex('--paper')
+    assert code == 0 and out.count('cmae_pretrain --preset paper') == 4 and '--epochs 500 --bs 512' in out
+    assert sorted(p.name for p in tmp_path.iterdir()) == []                          # nothing written
 
 
 def test_experiments_reuse_only_runs_of_the_same_command(tmp_path):

@@ -101,3 +101,26 @@ def test_library_modules_are_small_and_import_at_the_top():
         assert len(lines) <= 350, f'cmae_course/{mod}.py has {len(lines)} lines'
         inner = {(mod, l.strip()) for l in lines if re.match(r'\s+(import |from \S+ import )', l)}
         assert inner <= allowed, inner - allowed
+
+
+def test_forked_notebook_runner_reports_each_notebook(tmp_path):
+    """tools/test.py runs each notebook in a child forked from one process that imported torch once: a failing cell fails
+    that notebook only, a `#| slow` cell is skipped unless `--flags slow`, and a name one notebook defines does not leak
+    into the next."""
+    def nb(name, *cells):
+        f = tmp_path / name
+        f.write_text(json.dumps(dict(nbformat=4, nbformat_minor=5, metadata={}, cells=[
+            dict(cell_type='code', execution_count=None, metadata={}, outputs=[], source=c) for c in cells])))
+        return f
+    ok = nb('ok.ipynb', 'leak = 1\nassert 1 + 1 == 2', '#| slow\nraise RuntimeError("slow cell ran")')
+    bad = nb('bad.ipynb', 'assert 1 + 1 == 3')
+    leaks = nb('leaks.ipynb', 'leak')
+    code = (f"import sys; sys.path.insert(0, {str(ROOT / 'tools')!r}); import test as t; from pathlib import Path\n"
+            f"for flags in ('', 'slow'):\n"
+            f"    one = t.forked_notebook_runner(flags)\n"
+            f"    print(flags or '-', *[one(Path(p)) for p in {[str(ok), str(bad), str(leaks)]!r}])")
+    r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert [l for l in r.stdout.splitlines() if not l.startswith(('$', 'Starting', '- Completed'))] == [
+        '- True False False', 'slow False False False'], r.stdout
+    assert 'slow cell ran' in r.stderr and '1 + 1 == 3' in r.stderr
