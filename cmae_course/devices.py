@@ -80,15 +80,20 @@ def _cpu_name() -> str:
     except (OSError, StopIteration): return platform.processor() or platform.machine()
 
 def time_precisions(net:nn.Module, xb:tuple, device, candidates=('fp32', 'bf16'), steps:int=4,
-                    warmup:int=1) -> dict:
+                    warmup:int=1, give_up:float=3.) -> dict:
     """Median seconds of one forward + backward of `net(*xb)['loss']` under each precision's
     autocast. The candidates take turns, step by step, so that a neighbour's load on a shared
-    machine hits all of them alike. A deep copy is timed: the model's weights, buffers (BatchNorm,
-    MoCo's queue) and gradients stay untouched."""
+    machine hits all of them alike. A candidate more than `give_up` times slower than the fastest
+    in the first timed round is not timed again (some CPUs run bf16 ten times slower than fp32:
+    three more steps of it would only confirm that). A deep copy is timed: the model's weights,
+    buffers (BatchNorm, MoCo's queue) and gradients stay untouched."""
     device = torch.device(device)
     net, times = copy.deepcopy(net).to(device).train(), {p: [] for p in candidates}
     dtypes = dict(bf16=torch.bfloat16, fp16=torch.float16)
     for i in range(warmup + steps):
+        if i == warmup + 1:
+            fastest = min(v[0] for v in times.values())
+            candidates = tuple(p for p in candidates if times[p][0] <= give_up * fastest)
         for p in (candidates if i % 2 == 0 else candidates[::-1]):
             t0 = time.perf_counter()
             with torch.autocast(device.type, dtype=dtypes.get(p, torch.bfloat16),
