@@ -12,12 +12,13 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from .views import draw_box, iter_batches
 from .augment import denormalize
+from .patching import patchify
 
 # %% auto #0
 __all__ = ['FEATURE_REDUCTIONS', 'FEATURE_TOKENS', 'DEFAULT_FEATURES', 'CC_LITERAL', 'boxes_from_heatmap', 'box_iou',
            'whole_image_boxes', 'mean_iou', 'whole_share', 'eval_mode', 'minmax_normalize', 'upsample_map',
            'parse_source', 'patch_grid', 'token_maps', 'patch_scores', 'scores_to_heatmap', 'heatmap', 'dataset_boxes',
-           'box_iou_table', 'show_ccrop', 'plot_heatmaps']
+           'box_iou_table', 'show_ccrop', 'plot_heatmaps', 'pixel_scores', 'pixel_iou_row']
 
 # %% ../nbs/06_ccrop.ipynb #c007
 def boxes_from_heatmap(hm: Tensor, k: float = 0.1, exclusive_end: bool = True) -> Tensor:
@@ -105,7 +106,7 @@ def upsample_map(m: Tensor, size: tuple[int, int]) -> Tensor:
     return F.interpolate(m[:, None], size=tuple(size), mode='bilinear', align_corners=False)[:, 0]
 
 # %% ../nbs/06_ccrop.ipynb #c017
-FEATURE_REDUCTIONS = ('sum', 'l2')
+FEATURE_REDUCTIONS = ('sum', 'l2', 'median')
 
 FEATURE_TOKENS = ('post_norm', 'pre_norm')
 
@@ -115,7 +116,7 @@ DEFAULT_FEATURES = ('l2', 'post_norm')
 CC_LITERAL = 'features:sum:post_norm'   # ContrastiveCrop's recipe applied to a ViT word for word
 
 def parse_source(source: str) -> tuple:
-    """Heatmap source 'attention' | 'features' | 'features:<sum|l2>:<post_norm|pre_norm>' ->
+    """Heatmap source 'attention' | 'features' | 'features:<sum|l2|median>:<post_norm|pre_norm>' ->
     (kind, reduce, tokens)."""
     parts = source.split(':') if isinstance(source, str) else [None]
     if parts == ['attention']: return ('attention', None, None)
@@ -124,7 +125,7 @@ def parse_source(source: str) -> tuple:
         if reduce in FEATURE_REDUCTIONS and tokens in FEATURE_TOKENS:
             return ('features', reduce, tokens)
     raise ValueError(
-        f"source must be 'attention', 'features' or 'features:<sum|l2>:<post_norm|pre_norm>', got "
+        f"source must be 'attention', 'features' or 'features:<sum|l2|median>:<post_norm|pre_norm>', got "
         f"{source!r}"
     )
 
@@ -161,7 +162,10 @@ def patch_scores(tm: dict, source: str = 'features') -> Tensor:
     # cls -> patches, averaged over heads
     if kind == 'attention': return tm['attn'][:, :, 0, 1:].mean(1)
     x = tm[tokens]
-    return x.sum(-1) if reduce == 'sum' else x.norm(dim=-1)
+    if reduce == 'sum': return x.sum(-1)
+    if reduce == 'l2': return x.norm(dim=-1)
+    # 'median': how far each token lies from the image's typical token (its per-channel median)
+    return (x - x.median(1, keepdim=True).values).norm(dim=-1)
 
 def scores_to_heatmap(s: Tensor, grid: tuple[int, int], size: tuple[int, int]) -> Tensor:
     """Patch scores s: (N, L) on grid (h, w) -> min-max normalised, bilinearly upsampled heatmap
@@ -173,7 +177,7 @@ def heatmap(encoder: nn.Module, imgs: Tensor, source: str = 'features') -> Tenso
     """ContrastiveCrop heatmap of a ViT `encoder` on full, un-augmented imgs: (N, C, H, W) ->
     (N, H, W) in [0, 1].
     source: 'attention' (last block, cls -> patches, mean over heads) or
-    'features[:<sum|l2>:<post_norm|pre_norm>]' (last-layer patch tokens reduced over D; CC_LITERAL =
+    'features[:<sum|l2|median>:<post_norm|pre_norm>]' (last-layer patch tokens reduced over D; CC_LITERAL =
     'features:sum:post_norm'; 'features' = DEFAULT_FEATURES = l2 of post_norm).
     Runs in eval mode under no_grad; every submodule gets its previous train/eval mode back."""
     if imgs.ndim != 4:
@@ -292,3 +296,22 @@ def plot_heatmaps(encoder, imgs, true_boxes=None, source='features', k=0.1, fnam
     fig.tight_layout(pad=0.2)
     if fname: fig.savefig(fname); plt.close(fig)
     return fig
+
+# %% ../nbs/06_ccrop.ipynb #c00bf5fa
+def pixel_scores(imgs: Tensor, patch_size: int) -> Tensor:
+    """The median-distance score without an encoder: each raw pixel patch's L2 distance from the
+    image's per-channel median patch. imgs: (N, C, H, W) -> (N, L), in `patchify` order."""
+    x = patchify(imgs, patch_size)
+    return (x - x.median(1, keepdim=True).values).norm(dim=-1)
+
+def pixel_iou_row(dataset, patch_size: int, ks, true_boxes=None, bs: int = 64) -> list[float]:
+    """Mean IoU against the true boxes (default `dataset.true_boxes`) of the boxes that
+    `pixel_scores` gives at each threshold in `ks`; `dataset` items are (img, ...) full images."""
+    tb = dataset.true_boxes if true_boxes is None else true_boxes
+    boxes = {k: [] for k in ks}
+    for b in iter_batches(dataset, bs, torch.arange(len(dataset))):
+        imgs = b[0] if isinstance(b, (list, tuple)) else b
+        grid = (imgs.shape[-2] // patch_size, imgs.shape[-1] // patch_size)
+        hm = scores_to_heatmap(pixel_scores(imgs.float(), patch_size), grid, imgs.shape[-2:])
+        for k in ks: boxes[k].append(boxes_from_heatmap(hm, k))
+    return [mean_iou(torch.cat(boxes[k]), tb) for k in ks]

@@ -113,3 +113,40 @@ def test_lighting_is_the_documented_gain():
         assert (lit[0, 0] - 100 * torch.from_numpy(light_field(65, 0.5))).abs().max() <= 0.5 + 1e-4
     finally:
         sys.path.remove(str(ROOT / 'tools')); sys.modules.pop('location_causes', None)
+
+
+def test_ccrop_table_measures_every_map_and_the_pixel_floor(tmp_path):
+    """Lesson 06a_box_refresh: `python tools/ccrop_table.py NAME=RUN_FOLDER ...` on a run folder (here an untrained encoder that
+    `cmae_pretrain --epochs 0` writes in seconds, every 50th training image instead of every 5th): every heatmap source, the
+    whole-image row and the raw-pixel floor at each threshold, and the command recorded with its quoting. Bad input is one line
+    naming the argument, and nothing is written."""
+    import json, shutil
+    assert 'python tools/ccrop_table.py untrained=runs/u0' in (ROOT / 'nbs' / '06a_box_refresh.ipynb').read_text()
+    exe = shutil.which('cmae_pretrain') or str(Path(sys.executable).parent / 'cmae_pretrain')
+    run = tmp_path / 'u0'
+    r = subprocess.run([exe, '--epochs', '0', '--no-floor', '--no-figures', '--no-probe', '--out', str(run)],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    out = tmp_path / 'table.json'
+    tool = [sys.executable, 'tools/ccrop_table.py']
+    r = subprocess.run([*tool, f'untrained, init={run}', '--every', '50', '--out', str(out)], cwd=ROOT, capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    res = json.loads(out.read_text())
+    sys.path.insert(0, str(ROOT / 'tools'))
+    try:
+        import ccrop_table
+        sources, ks = ccrop_table.SOURCES, ccrop_table.KS
+    finally:
+        sys.path.remove(str(ROOT / 'tools')); sys.modules.pop('ccrop_table', None)
+    rows = res['tables']['untrained, init']['rows']
+    assert set(rows) == set(sources) | {'whole image', 'pixels:median'} and res['n_images'] == 100
+    assert all(len(v) == len(ks) and all(0 <= x <= 1 for x in v) for v in rows.values())
+    assert f"'untrained, init={run}'" in res['command']
+    assert max(rows['pixels:median']) > rows['whole image'][0] + 0.1       # the objects stand out in the pixels themselves
+    for bad, msg in (([f'untrained{run}'], 'expected NAME=RUN_FOLDER'), ([f'x={tmp_path}'], 'encoder.pt does not exist'),
+                     ([f'x={run}', '--every', '0'], '--every 0: must be'),
+                     ([f'x={run}', '--out', str(tmp_path / 'no' / 'x.json')], 'its folder does not exist')):
+        r = subprocess.run([*tool, *bad], cwd=ROOT, capture_output=True, text=True, timeout=60)
+        assert r.returncode == 2 and msg in r.stderr and len(r.stderr.strip().splitlines()[-1]) < 300, r.stderr
+    assert not (tmp_path / 'no').exists()

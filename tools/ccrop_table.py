@@ -5,12 +5,14 @@
 
 Each RUN_FOLDER is a `cmae_pretrain` output folder (its `encoder.pt` is loaded, untrained runs included: `--epochs 0`). Boxes are
 computed on the embedded dataset's training images (every `--every`-th one, un-augmented, at the run's image size), the way the
-box refresh of `cmae_pretrain` computes them. Lesson 06 reads the JSON this writes.
+box refresh of `cmae_pretrain` computes them. A last row needs no encoder: the same median-distance map computed on the raw pixel
+patches, the floor a ViT heatmap has to beat to be worth its forward pass. Lesson 06a reads the JSON this writes.
 """
-import argparse, json, sys, time
+import argparse, json, shlex, sys, time
 from pathlib import Path
 
-SOURCES = ('features:sum:post_norm', 'features:l2:post_norm', 'features:sum:pre_norm', 'features:l2:pre_norm', 'attention')
+SOURCES = ('features:sum:post_norm', 'features:l2:post_norm', 'features:sum:pre_norm', 'features:l2:pre_norm',
+           'features:median:post_norm', 'features:median:pre_norm', 'attention')
 KS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6)
 
 
@@ -20,22 +22,30 @@ def main():
     ap.add_argument('--out', default='results/ccrop_table.json')
     ap.add_argument('--every', type=int, default=5)
     a = ap.parse_args()
+    runs = []
+    for spec in a.runs:                      # check every folder before the slow part, so bad input writes nothing
+        name, eq, folder = spec.partition('=')
+        if not eq or not name: ap.error(f"{spec!r}: expected NAME=RUN_FOLDER")
+        if not (Path(folder) / 'encoder.pt').is_file(): ap.error(f"{spec!r}: {folder}/encoder.pt does not exist")
+        runs.append((name, folder))
+    if not Path(a.out).resolve().parent.is_dir(): ap.error(f"--out {a.out}: its folder does not exist")
+    if a.every < 1: ap.error(f"--every {a.every}: must be >= 1")
     import torch
     from cmae_course.data import make_default_dataset
     from cmae_course.readers import load_split
     from cmae_course.views import ViewDataset
     from cmae_course.evaluate import load_encoder
-    from cmae_course.ccrop import box_iou_table
+    from cmae_course.ccrop import box_iou_table, pixel_iou_row
     path = make_default_dataset()
     train = load_split(path, 'train', 64)
     train = train.subset(torch.arange(0, len(train), a.every))
-    res = dict(command='python tools/ccrop_table.py ' + ' '.join(sys.argv[1:]), data=str(path), n_images=len(train), tables={})
-    for spec in a.runs:
-        name, _, folder = spec.partition('=')
+    res = dict(command='python tools/ccrop_table.py ' + shlex.join(sys.argv[1:]), data=str(path), n_images=len(train), tables={})
+    for name, folder in runs:
         enc, cfg = load_encoder(Path(folder) / 'encoder.pt')
         ds = ViewDataset(train, 'eval', enc.patch_embed.img_size[0])
         t0 = time.time()
         tab = box_iou_table(enc, ds, sources=SOURCES, ks=KS)
+        tab.loc['pixels:median'] = pixel_iou_row(ds, enc.patch_embed.patch_size, KS)
         res['tables'][name] = dict(folder=folder, rows={r: [round(float(v), 4) for v in tab.loc[r]] for r in tab.index},
                                    ks=list(KS), seconds=round(time.time() - t0, 1))
         print(name); print(tab.round(3).to_string())
