@@ -297,7 +297,7 @@ def plot_heatmaps(encoder, imgs, true_boxes=None, source='features', k=0.1, fnam
     if fname: fig.savefig(fname); plt.close(fig)
     return fig
 
-# %% ../nbs/06_ccrop.ipynb #c00bf5fa
+# %% ../nbs/06_ccrop.ipynb #454941fc
 def pixel_scores(imgs: Tensor, patch_size: int) -> Tensor:
     """The median-distance score without an encoder: each raw pixel patch's L2 distance from the
     image's per-channel median patch. imgs: (N, C, H, W) -> (N, L), in `patchify` order."""
