@@ -17,8 +17,8 @@ from .patching import patchify
 # %% auto #0
 __all__ = ['FEATURE_REDUCTIONS', 'FEATURE_TOKENS', 'DEFAULT_FEATURES', 'CC_LITERAL', 'boxes_from_heatmap', 'box_iou',
            'whole_image_boxes', 'mean_iou', 'whole_share', 'eval_mode', 'minmax_normalize', 'upsample_map',
-           'parse_source', 'patch_grid', 'token_maps', 'patch_scores', 'scores_to_heatmap', 'heatmap', 'dataset_boxes',
-           'box_iou_table', 'show_ccrop', 'plot_heatmaps', 'pixel_scores', 'pixel_iou_row']
+           'parse_source', 'patch_grid', 'token_maps', 'median_distance', 'patch_scores', 'scores_to_heatmap',
+           'heatmap', 'dataset_boxes', 'box_iou_table', 'show_ccrop', 'plot_heatmaps', 'pixel_scores', 'pixel_iou_row']
 
 # %% ../nbs/06_ccrop.ipynb #c007
 def boxes_from_heatmap(hm: Tensor, k: float = 0.1, exclusive_end: bool = True) -> Tensor:
@@ -156,6 +156,11 @@ def token_maps(encoder: nn.Module, imgs: Tensor) -> dict:
         post_norm=out[:, 1:].float(), pre_norm=store['pre'][:, 1:].float(), attn=attn.float()
     )
 
+def median_distance(x: Tensor) -> Tensor:
+    """x: (N, L, D) tokens -> (N, L): each token's L2 distance from its image's typical token, the
+    per-channel median over the L tokens. The 'median' reduction."""
+    return (x - x.median(1, keepdim=True).values).norm(dim=-1)
+
 def patch_scores(tm: dict, source: str = 'features') -> Tensor:
     "Raw score per patch (N, L) for heatmap `source`, from the output `tm` of `token_maps`."
     kind, reduce, tokens = parse_source(source)
@@ -164,8 +169,7 @@ def patch_scores(tm: dict, source: str = 'features') -> Tensor:
     x = tm[tokens]
     if reduce == 'sum': return x.sum(-1)
     if reduce == 'l2': return x.norm(dim=-1)
-    # 'median': how far each token lies from the image's typical token (its per-channel median)
-    return (x - x.median(1, keepdim=True).values).norm(dim=-1)
+    return median_distance(x)
 
 def scores_to_heatmap(s: Tensor, grid: tuple[int, int], size: tuple[int, int]) -> Tensor:
     """Patch scores s: (N, L) on grid (h, w) -> min-max normalised, bilinearly upsampled heatmap
@@ -301,8 +305,7 @@ def plot_heatmaps(encoder, imgs, true_boxes=None, source='features', k=0.1, fnam
 def pixel_scores(imgs: Tensor, patch_size: int) -> Tensor:
     """The median-distance score without an encoder: each raw pixel patch's L2 distance from the
     image's per-channel median patch. imgs: (N, C, H, W) -> (N, L), in `patchify` order."""
-    x = patchify(imgs, patch_size)
-    return (x - x.median(1, keepdim=True).values).norm(dim=-1)
+    return median_distance(patchify(imgs, patch_size))
 
 def pixel_iou_row(dataset, patch_size: int, ks, true_boxes=None, bs: int = 64) -> list[float]:
     """Mean IoU against the true boxes (default `dataset.true_boxes`) of the boxes that
