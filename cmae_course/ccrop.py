@@ -15,10 +15,11 @@ from .augment import denormalize
 from .patching import patchify
 
 # %% auto #0
-__all__ = ['FEATURE_REDUCTIONS', 'FEATURE_TOKENS', 'DEFAULT_FEATURES', 'CC_LITERAL', 'boxes_from_heatmap', 'box_iou',
-           'whole_image_boxes', 'mean_iou', 'whole_share', 'eval_mode', 'minmax_normalize', 'upsample_map',
-           'parse_source', 'patch_grid', 'token_maps', 'median_distance', 'patch_scores', 'scores_to_heatmap',
-           'heatmap', 'dataset_boxes', 'box_iou_table', 'show_ccrop', 'plot_heatmaps', 'pixel_scores', 'pixel_iou_row']
+__all__ = ['FEATURE_REDUCTIONS', 'FEATURE_TOKENS', 'DEFAULT_FEATURES', 'CC_LITERAL', 'POSITION_RANK', 'boxes_from_heatmap',
+           'box_iou', 'whole_image_boxes', 'mean_iou', 'whole_share', 'eval_mode', 'minmax_normalize', 'upsample_map',
+           'parse_source', 'patch_grid', 'token_maps', 'median_distance', 'position_basis', 'remove_position',
+           'patch_scores', 'scores_to_heatmap', 'heatmap', 'position_stats', 'dataset_boxes', 'box_iou_table',
+           'show_ccrop', 'plot_heatmaps', 'pixel_scores', 'pixel_position_stats', 'pixel_iou_row']
 
 # %% ../nbs/06_ccrop.ipynb #c007
 def boxes_from_heatmap(hm: Tensor, k: float = 0.1, exclusive_end: bool = True) -> Tensor:
@@ -106,7 +107,7 @@ def upsample_map(m: Tensor, size: tuple[int, int]) -> Tensor:
     return F.interpolate(m[:, None], size=tuple(size), mode='bilinear', align_corners=False)[:, 0]
 
 # %% ../nbs/06_ccrop.ipynb #c017
-FEATURE_REDUCTIONS = ('sum', 'l2', 'median')
+FEATURE_REDUCTIONS = ('sum', 'l2', 'median', 'posfree')
 
 FEATURE_TOKENS = ('post_norm', 'pre_norm')
 
@@ -116,7 +117,7 @@ DEFAULT_FEATURES = ('l2', 'post_norm')
 CC_LITERAL = 'features:sum:post_norm'   # ContrastiveCrop's recipe applied to a ViT word for word
 
 def parse_source(source: str) -> tuple:
-    """Heatmap source 'attention' | 'features' | 'features:<sum|l2|median>:<post_norm|pre_norm>' ->
+    """Heatmap source 'attention' | 'features' | 'features:<sum|l2|median|posfree>:<post_norm|pre_norm>' ->
     (kind, reduce, tokens)."""
     parts = source.split(':') if isinstance(source, str) else [None]
     if parts == ['attention']: return ('attention', None, None)
@@ -125,7 +126,7 @@ def parse_source(source: str) -> tuple:
         if reduce in FEATURE_REDUCTIONS and tokens in FEATURE_TOKENS:
             return ('features', reduce, tokens)
     raise ValueError(
-        f"source must be 'attention', 'features' or 'features:<sum|l2|median>:<post_norm|pre_norm>', got "
+        f"source must be 'attention', 'features' or 'features:<sum|l2|median|posfree>:<post_norm|pre_norm>', got "
         f"{source!r}"
     )
 
@@ -161,14 +162,32 @@ def median_distance(x: Tensor) -> Tensor:
     per-channel median over the L tokens. The 'median' reduction."""
     return (x - x.median(1, keepdim=True).values).norm(dim=-1)
 
-def patch_scores(tm: dict, source: str = 'features') -> Tensor:
-    "Raw score per patch (N, L) for heatmap `source`, from the output `tm` of `token_maps`."
+POSITION_RANK = 8   # directions of the position means that 'posfree' projects out (chosen in lesson 06a)
+
+def position_basis(mu: Tensor, rank: int = POSITION_RANK) -> Tensor:
+    """The `rank` directions (rank, D) along which the mean tokens at each position, mu: (L, D), differ
+    most: the top right-singular vectors of mu minus its mean."""
+    return torch.linalg.svd(mu - mu.mean(0), full_matrices=False).Vh[:rank]
+
+def remove_position(x: Tensor, mu: Tensor, basis: Tensor) -> Tensor:
+    """x: (N, L, D) tokens minus the mean token at their position mu: (L, D), then with the position
+    directions `basis` (r, D) projected out."""
+    z = x - mu.to(x)
+    return z - (z @ basis.to(x).T) @ basis.to(x)
+
+def patch_scores(tm: dict, source: str = 'features', pos_stats: dict | None = None) -> Tensor:
+    """Raw score per patch (N, L) for heatmap `source`, from the output `tm` of `token_maps`.
+    'posfree' takes the position out first (`remove_position`) with `pos_stats[tokens] = (mu,
+    basis)`, as `position_stats` computes over a dataset; by default from this batch's images."""
     kind, reduce, tokens = parse_source(source)
     # cls -> patches, averaged over heads
     if kind == 'attention': return tm['attn'][:, :, 0, 1:].mean(1)
     x = tm[tokens]
     if reduce == 'sum': return x.sum(-1)
     if reduce == 'l2': return x.norm(dim=-1)
+    if reduce == 'posfree':
+        mu, basis = pos_stats[tokens] if pos_stats is not None else (x.mean(0), position_basis(x.mean(0)))
+        x = remove_position(x, mu, basis)
     return median_distance(x)
 
 def scores_to_heatmap(s: Tensor, grid: tuple[int, int], size: tuple[int, int]) -> Tensor:
@@ -181,8 +200,9 @@ def heatmap(encoder: nn.Module, imgs: Tensor, source: str = 'features') -> Tenso
     """ContrastiveCrop heatmap of a ViT `encoder` on full, un-augmented imgs: (N, C, H, W) ->
     (N, H, W) in [0, 1].
     source: 'attention' (last block, cls -> patches, mean over heads) or
-    'features[:<sum|l2|median>:<post_norm|pre_norm>]' (last-layer patch tokens reduced over D; CC_LITERAL =
-    'features:sum:post_norm'; 'features' = DEFAULT_FEATURES = l2 of post_norm).
+    'features[:<sum|l2|median|posfree>:<post_norm|pre_norm>]' (last-layer patch tokens reduced over D; CC_LITERAL =
+    'features:sum:post_norm'; 'features' = DEFAULT_FEATURES = l2 of post_norm; 'posfree' takes
+    the position statistics of these images).
     Runs in eval mode under no_grad; every submodule gets its previous train/eval mode back."""
     if imgs.ndim != 4:
         raise ValueError(f"imgs must have shape (N, C, H, W), got {tuple(imgs.shape)}")
@@ -194,23 +214,46 @@ def heatmap(encoder: nn.Module, imgs: Tensor, source: str = 'features') -> Tenso
 # %% ../nbs/06_ccrop.ipynb #c021
 def _device(m: nn.Module): return next(m.parameters()).device
 
+def position_stats(encoder: nn.Module, dataset, idxs, tokens=('pre_norm',), bs: int = 64,
+                   rank: int = POSITION_RANK) -> dict:
+    """What the 'posfree' map takes out, over items `idxs` of `dataset` (full un-augmented images):
+    {tokens: (mu (L, D) mean token at each position, basis (rank, D) `position_basis(mu)`)}; one
+    extra encoder pass. Under torch.distributed every rank must call it: sums and counts are
+    all-reduced, so every rank gets the statistics of all shards."""
+    dev = _device(encoder)
+    tot, n = {t: 0. for t in tokens}, torch.zeros((), device=dev)
+    for b in iter_batches(dataset, bs, idxs):
+        tm = token_maps(encoder, (b[0] if isinstance(b, (list, tuple)) else b).to(dev))
+        for t in tokens: tot[t] = tot[t] + tm[t].sum(0)
+        n += len(tm[tokens[0]])
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        for t in tokens:
+            if not torch.is_tensor(tot[t]): tot[t] = torch.zeros_like(encoder.pos_embed[0, 1:], dtype=torch.float32)
+            torch.distributed.all_reduce(tot[t])
+        torch.distributed.all_reduce(n)
+    mus = {t: tot[t] / n.clamp(min=1) for t in tokens}
+    return {t: (mu, position_basis(mu, rank)) for t, mu in mus.items()}
+
 def dataset_boxes(
     encoder: nn.Module, dataset, idxs=None, sources=('features',), ks=(0.1,), bs: int = 64
 ) -> dict:
     """Boxes for items `idxs` (default all) of `dataset`, whose items are (img, ...) full
     un-augmented images (C, H, W).
-    One encoder pass per batch serves every source and threshold ->
-    {(source, k): (n, 4) float32 on the CPU}."""
-    for s in sources: parse_source(s)
+    One encoder pass per batch serves every source and threshold (plus one pass for
+    `position_stats` when a source is 'posfree') -> {(source, k): (n, 4) float32 on the CPU}."""
+    parsed = [parse_source(s) for s in sources]
     idxs = torch.arange(len(dataset)) if idxs is None else torch.as_tensor(idxs)
+    posfree = sorted({t for _, r, t in parsed if r == 'posfree'})
+    pos_stats = position_stats(encoder, dataset, idxs, posfree, bs) if posfree else None
     dev, out = _device(encoder), {(s, k): [] for s in sources for k in ks}
     for b in iter_batches(dataset, bs, idxs):
         imgs = (b[0] if isinstance(b, (list, tuple)) else b).to(dev)
         tm = token_maps(encoder, imgs)
         for s in sources:
-            hm = scores_to_heatmap(patch_scores(tm, s), patch_grid(encoder, imgs), imgs.shape[-2:])
+            hm = scores_to_heatmap(patch_scores(tm, s, pos_stats), patch_grid(encoder, imgs), imgs.shape[-2:])
             for k in ks: out[(s, k)].append(boxes_from_heatmap(hm, k).cpu())
     return {key: (torch.cat(v) if v else torch.zeros(0, 4)) for key, v in out.items()}
+
 
 # %% ../nbs/06_ccrop.ipynb #3f04d020
 def box_iou_table(
@@ -302,19 +345,34 @@ def plot_heatmaps(encoder, imgs, true_boxes=None, source='features', k=0.1, fnam
     return fig
 
 # %% ../nbs/06_ccrop.ipynb #454941fc
-def pixel_scores(imgs: Tensor, patch_size: int) -> Tensor:
+def pixel_scores(imgs: Tensor, patch_size: int, pos_stats: tuple | None = None) -> Tensor:
     """The median-distance score without an encoder: each raw pixel patch's L2 distance from the
-    image's per-channel median patch. imgs: (N, C, H, W) -> (N, L), in `patchify` order."""
-    return median_distance(patchify(imgs, patch_size))
+    image's per-channel median patch. imgs: (N, C, H, W) -> (N, L), in `patchify` order. With
+    `pos_stats = (mu, basis)` (`pixel_position_stats`), the position is taken out first, as 'posfree'."""
+    x = patchify(imgs, patch_size)
+    return median_distance(x if pos_stats is None else remove_position(x, *pos_stats))
 
-def pixel_iou_row(dataset, patch_size: int, ks, true_boxes=None, bs: int = 64) -> list[float]:
+def pixel_position_stats(dataset, patch_size: int, bs: int = 64, rank: int = POSITION_RANK) -> tuple:
+    """(mu (L, P) mean raw patch at each position over `dataset`, basis (rank, P)): what 'posfree'
+    takes out, for pixel patches."""
+    tot, n = 0., 0
+    for b in iter_batches(dataset, bs, torch.arange(len(dataset))):
+        x = patchify((b[0] if isinstance(b, (list, tuple)) else b).float(), patch_size)
+        tot, n = tot + x.sum(0), n + len(x)
+    mu = tot / n
+    return mu, position_basis(mu, rank)
+
+def pixel_iou_row(dataset, patch_size: int, ks, true_boxes=None, bs: int = 64, reduce: str = 'median') -> list[float]:
     """Mean IoU against the true boxes (default `dataset.true_boxes`) of the boxes that
-    `pixel_scores` gives at each threshold in `ks`; `dataset` items are (img, ...) full images."""
+    `pixel_scores` gives at each threshold in `ks`; `dataset` items are (img, ...) full images.
+    reduce: 'median' or 'posfree' (position taken out over the dataset first)."""
+    if reduce not in ('median', 'posfree'): raise ValueError(f"reduce must be 'median' or 'posfree', got {reduce!r}")
     tb = dataset.true_boxes if true_boxes is None else true_boxes
+    stats = pixel_position_stats(dataset, patch_size, bs) if reduce == 'posfree' else None
     boxes = {k: [] for k in ks}
     for b in iter_batches(dataset, bs, torch.arange(len(dataset))):
         imgs = b[0] if isinstance(b, (list, tuple)) else b
         grid = (imgs.shape[-2] // patch_size, imgs.shape[-1] // patch_size)
-        hm = scores_to_heatmap(pixel_scores(imgs.float(), patch_size), grid, imgs.shape[-2:])
+        hm = scores_to_heatmap(pixel_scores(imgs.float(), patch_size, stats), grid, imgs.shape[-2:])
         for k in ks: boxes[k].append(boxes_from_heatmap(hm, k))
     return [mean_iou(torch.cat(boxes[k]), tb) for k in ks]

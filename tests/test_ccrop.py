@@ -39,6 +39,12 @@ def _gather_worker(rank, world, init_file, n, out_file):
         hook.remove()
         ref = dataset_boxes(model.encoder, ds, sources=('attention',), ks=(0.2,), bs=1)[('attention', 0.2)]
         res['callback'] = (table.tolist(), ref.tolist(), ds.boxes.t.tolist(), ds.boxes.use_box, cb.learn.ccrop_log, sum(seen))
+        # the position-free map needs statistics over the whole dataset: each rank sees its shard, the sums are all-reduced
+        src = 'features:posfree:pre_norm'
+        cb = BoxRefreshCallback(warmup=1, interval=1, k=0.5, source=src, eval_ds=ds, bs=2)
+        cb.learn = SimpleNamespace(model=model, epoch=0, n_epoch=3, dls=SimpleNamespace(train=SimpleNamespace(dataset=ds)))
+        cb.before_fit()
+        res['posfree'] = cb.refresh().tolist()
         torch.save(res, f'{out_file}.{rank}')
     finally:
         dist.destroy_process_group()
@@ -60,6 +66,11 @@ def test_gather_boxes_two_ranks(tmp_path):
         assert torch.tensor(table).shape == (9, 4) and table == ref == written and use_box
         assert log[0]['epoch'] == 0 and log[0]['n_true'] == 8
     assert res[0]['callback'][0] == res[1]['callback'][0]
+    # the same boxes as one process over all 9 items: the statistics were all-reduced, not taken per shard
+    torch.manual_seed(0)
+    ds, model = _Squares(9), _Model()
+    one = dataset_boxes(model.encoder, ds, sources=('features:posfree:pre_norm',), ks=(0.5,), bs=9)[('features:posfree:pre_norm', 0.5)]
+    for r in range(2): torch.testing.assert_close(torch.tensor(res[r]['posfree']), one)
 
 
 # ---- callback in a real fastai fit, with a minimal dataset that follows the data.py contract

@@ -140,12 +140,13 @@ def test_ccrop_table_measures_every_map_and_the_pixel_floor(tmp_path):
     finally:
         sys.path.remove(str(ROOT / 'tools')); sys.modules.pop('ccrop_table', None)
     rows = res['tables']['untrained, init']['rows']
-    assert set(rows) == set(sources) | {'whole image', 'pixels:median'} and res['n_images'] == 100
+    assert set(rows) == set(sources) | {'whole image', 'pixels:median', 'pixels:posfree'} and res['n_images'] == 100
     assert all(len(v) == len(ks) and all(0 <= x <= 1 for x in v) for v in rows.values())
     assert f"'untrained, init={run}'" in res['command']
     assert max(rows['pixels:median']) > rows['whole image'][0] + 0.1       # the objects stand out in the pixels themselves
     for bad, msg in (([f'untrained{run}'], 'expected NAME=RUN_FOLDER'), ([f'x={tmp_path}'], 'encoder.pt does not exist'),
                      ([f'x={run}', '--every', '0'], '--every 0: must be'),
+                     ([f'x={run}', '--data', str(tmp_path)], 'no train/ folder there'),
                      ([f'x={run}', '--out', str(tmp_path / 'no' / 'x.json')], 'its folder does not exist')):
         r = subprocess.run([*tool, *bad], cwd=ROOT, capture_output=True, text=True, timeout=60)
         assert r.returncode == 2 and msg in r.stderr and len(r.stderr.strip().splitlines()[-1]) < 300, r.stderr
