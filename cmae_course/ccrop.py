@@ -162,7 +162,7 @@ def median_distance(x: Tensor) -> Tensor:
     per-channel median over the L tokens. The 'median' reduction."""
     return (x - x.median(1, keepdim=True).values).norm(dim=-1)
 
-POSITION_RANK = 8   # directions of the position means that 'posfree' projects out (chosen in lesson 06a)
+POSITION_RANK = 8   # directions of the position means that 'posfree' projects out (measured in lesson 06a)
 
 def position_basis(mu: Tensor, rank: int = POSITION_RANK) -> Tensor:
     """The `rank` directions (rank, D) along which the mean tokens at each position, mu: (L, D), differ
@@ -235,16 +235,18 @@ def position_stats(encoder: nn.Module, dataset, idxs, tokens=('pre_norm',), bs: 
     return {t: (mu, position_basis(mu, rank)) for t, mu in mus.items()}
 
 def dataset_boxes(
-    encoder: nn.Module, dataset, idxs=None, sources=('features',), ks=(0.1,), bs: int = 64
+    encoder: nn.Module, dataset, idxs=None, sources=('features',), ks=(0.1,), bs: int = 64,
+    rank: int = POSITION_RANK,
 ) -> dict:
     """Boxes for items `idxs` (default all) of `dataset`, whose items are (img, ...) full
     un-augmented images (C, H, W).
     One encoder pass per batch serves every source and threshold (plus one pass for
-    `position_stats` when a source is 'posfree') -> {(source, k): (n, 4) float32 on the CPU}."""
+    `position_stats`, with `rank` directions, when a source is 'posfree') -> {(source, k): (n, 4)
+    float32 on the CPU}."""
     parsed = [parse_source(s) for s in sources]
     idxs = torch.arange(len(dataset)) if idxs is None else torch.as_tensor(idxs)
     posfree = sorted({t for _, r, t in parsed if r == 'posfree'})
-    pos_stats = position_stats(encoder, dataset, idxs, posfree, bs) if posfree else None
+    pos_stats = position_stats(encoder, dataset, idxs, posfree, bs, rank) if posfree else None
     dev, out = _device(encoder), {(s, k): [] for s in sources for k in ks}
     for b in iter_batches(dataset, bs, idxs):
         imgs = (b[0] if isinstance(b, (list, tuple)) else b).to(dev)

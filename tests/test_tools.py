@@ -142,6 +142,8 @@ def test_ccrop_table_measures_every_map_and_the_pixel_floor(tmp_path):
     rows = res['tables']['untrained, init']['rows']
     assert set(rows) == set(sources) | {'whole image', 'pixels:median', 'pixels:posfree'} and res['n_images'] == 100
     assert all(len(v) == len(ks) and all(0 <= x <= 1 for x in v) for v in rows.values())
+    by_rank = res['tables']['untrained, init']['posfree_pre_norm_by_rank']
+    assert list(by_rank) == [str(r) for r in ccrop_table.RANKS] and by_rank['8'] == rows['features:posfree:pre_norm']
     assert f"'untrained, init={run}'" in res['command']
     assert max(rows['pixels:median']) > rows['whole image'][0] + 0.1       # the objects stand out in the pixels themselves
     for bad, msg in (([f'untrained{run}'], 'expected NAME=RUN_FOLDER'), ([f'x={tmp_path}'], 'encoder.pt does not exist'),

@@ -5,7 +5,8 @@
 
 Each RUN_FOLDER is a `cmae_pretrain` output folder (its `encoder.pt` is loaded, untrained runs included: `--epochs 0`). Boxes are
 computed on the embedded dataset's training images (or those of `--data`, which must have true boxes), every `--every`-th one,
-un-augmented, at the run's image size, the way the box refresh of `cmae_pretrain` computes them. The last two rows need no encoder:
+un-augmented, at the run's image size, the way the box refresh of `cmae_pretrain` computes them. The `posfree` map is also measured
+with 0 to 32 position directions taken out (`posfree_pre_norm_by_rank`). The last two rows need no encoder:
 the median and position-free maps computed on the raw pixel patches, the floor a ViT heatmap has to beat to be worth its forward
 pass. Lesson 06a reads the JSON this writes.
 """
@@ -16,6 +17,7 @@ SOURCES = ('features:sum:post_norm', 'features:l2:post_norm', 'features:sum:pre_
            'features:median:post_norm', 'features:median:pre_norm', 'features:posfree:post_norm', 'features:posfree:pre_norm',
            'attention')
 KS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6)
+RANKS = (0, 2, 4, 8, 16, 32)     # how many position directions 'posfree' takes out (0: the position means only)
 
 
 def main():
@@ -39,7 +41,7 @@ def main():
     from cmae_course.readers import load_split
     from cmae_course.views import ViewDataset
     from cmae_course.evaluate import load_encoder
-    from cmae_course.ccrop import box_iou_table, pixel_iou_row
+    from cmae_course.ccrop import box_iou_table, pixel_iou_row, dataset_boxes, mean_iou
     path = Path(a.data) if a.data is not None else make_default_dataset()
     train = load_split(path, 'train', 64)
     train = train.subset(torch.arange(0, len(train), a.every))
@@ -55,9 +57,13 @@ def main():
         if geometry not in pixel_rows:
             pixel_rows[geometry] = {f'pixels:{r}': pixel_iou_row(ds, geometry[1], KS, reduce=r) for r in ('median', 'posfree')}
         for row, vals in pixel_rows[geometry].items(): tab.loc[row] = vals
+        src = 'features:posfree:pre_norm'
+        by_rank = {r: dataset_boxes(enc, ds, sources=(src,), ks=KS, rank=r) for r in RANKS}
+        ranks = {str(r): [round(mean_iou(b[(src, k)], ds.true_boxes), 4) for k in KS] for r, b in by_rank.items()}
         res['tables'][name] = dict(folder=folder, rows={r: [round(float(v), 4) for v in tab.loc[r]] for r in tab.index},
-                                   ks=list(KS), seconds=round(time.time() - t0, 1))
+                                   posfree_pre_norm_by_rank=ranks, ks=list(KS), seconds=round(time.time() - t0, 1))
         print(name); print(tab.round(3).to_string())
+        print(f'{src} by rank (directions taken out):', {r: v[KS.index(0.5)] for r, v in ranks.items()}, 'at k=0.5')
     Path(a.out).write_text(json.dumps(res, indent=1))
     print('written to', a.out)
 
