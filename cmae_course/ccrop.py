@@ -13,6 +13,7 @@ import pandas as pd
 from .views import draw_box, iter_batches
 from .augment import denormalize
 from .patching import patchify
+from .dist import dist_info
 
 # %% auto #0
 __all__ = ['FEATURE_REDUCTIONS', 'FEATURE_TOKENS', 'DEFAULT_FEATURES', 'CC_LITERAL', 'POSITION_RANK', 'boxes_from_heatmap',
@@ -196,19 +197,19 @@ def scores_to_heatmap(s: Tensor, grid: tuple[int, int], size: tuple[int, int]) -
     return upsample_map(minmax_normalize(s.view(len(s), *grid)), size)
 
 # %% ../nbs/06_ccrop.ipynb #274010a8
-def heatmap(encoder: nn.Module, imgs: Tensor, source: str = 'features') -> Tensor:
+def heatmap(encoder: nn.Module, imgs: Tensor, source: str = 'features', pos_stats: dict | None = None) -> Tensor:
     """ContrastiveCrop heatmap of a ViT `encoder` on full, un-augmented imgs: (N, C, H, W) ->
     (N, H, W) in [0, 1].
     source: 'attention' (last block, cls -> patches, mean over heads) or
     'features[:<sum|l2|median|posfree>:<post_norm|pre_norm>]' (last-layer patch tokens reduced over D; CC_LITERAL =
     'features:sum:post_norm'; 'features' = DEFAULT_FEATURES = l2 of post_norm; 'posfree' takes
-    the position statistics of these images).
+    the position statistics `pos_stats` from `position_stats`, by default those of these images).
     Runs in eval mode under no_grad; every submodule gets its previous train/eval mode back."""
     if imgs.ndim != 4:
         raise ValueError(f"imgs must have shape (N, C, H, W), got {tuple(imgs.shape)}")
     parse_source(source)
     return scores_to_heatmap(
-        patch_scores(token_maps(encoder, imgs), source), patch_grid(encoder, imgs), imgs.shape[-2:]
+        patch_scores(token_maps(encoder, imgs), source, pos_stats), patch_grid(encoder, imgs), imgs.shape[-2:]
     )
 
 # %% ../nbs/06_ccrop.ipynb #c021
@@ -218,15 +219,15 @@ def position_stats(encoder: nn.Module, dataset, idxs, tokens=('pre_norm',), bs: 
                    rank: int = POSITION_RANK) -> dict:
     """What the 'posfree' map takes out, over items `idxs` of `dataset` (full un-augmented images):
     {tokens: (mu (L, D) mean token at each position, basis (rank, D) `position_basis(mu)`)}; one
-    extra encoder pass. Under torch.distributed every rank must call it: sums and counts are
-    all-reduced, so every rank gets the statistics of all shards."""
+    extra encoder pass. Under torch.distributed every rank must call it (outside `local_only`): sums
+    and counts are all-reduced, so every rank gets the statistics of all shards."""
     dev = _device(encoder)
     tot, n = {t: 0. for t in tokens}, torch.zeros((), device=dev)
     for b in iter_batches(dataset, bs, idxs):
         tm = token_maps(encoder, (b[0] if isinstance(b, (list, tuple)) else b).to(dev))
         for t in tokens: tot[t] = tot[t] + tm[t].sum(0)
         n += len(tm[tokens[0]])
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
+    if dist_info()[1] > 1:                    # not inside `local_only()`, where rank 0 works alone
         for t in tokens:
             if not torch.is_tensor(tot[t]): tot[t] = torch.zeros_like(encoder.pos_embed[0, 1:], dtype=torch.float32)
             torch.distributed.all_reduce(tot[t])
@@ -328,10 +329,11 @@ def show_ccrop(
     return fig
 
 # %% ../nbs/06_ccrop.ipynb #1ceee23c
-def plot_heatmaps(encoder, imgs, true_boxes=None, source='features', k=0.1, fname=None):
-    "Images with their ContrastiveCrop heatmap, the box from it (yellow) and the true box (lime)."
+def plot_heatmaps(encoder, imgs, true_boxes=None, source='features', k=0.1, fname=None, pos_stats=None):
+    """Images with their ContrastiveCrop heatmap, the box from it (yellow) and the true box (lime);
+    `pos_stats` as in `heatmap`."""
     # eval mode and no_grad inside, modes restored
-    hm = heatmap(encoder, imgs, source).float().cpu()
+    hm = heatmap(encoder, imgs, source, pos_stats).float().cpu()
     boxes, n, S = boxes_from_heatmap(hm, k), len(imgs), imgs.shape[-1]
     fig, axs = plt.subplots(2, n, figsize=(1.1 * n, 2.4), dpi=72, squeeze=False)
     for i in range(n):

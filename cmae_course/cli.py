@@ -19,7 +19,7 @@ import matplotlib.pyplot as plt
 from .mae import reconstruct
 from .augment import denormalize
 from .views import ViewDataset, eval_view
-from .ccrop import plot_heatmaps
+from .ccrop import plot_heatmaps, parse_source, position_stats
 from .box_refresh import BoxRefreshCallback
 from .dist import unwrap, is_rank0, local_only
 from .devices import pick_device, init_distributed
@@ -167,7 +167,10 @@ def _figures(net, learn, dls, valid_ims, c:CMAEConfig, out:Path):
     x = ev.get_batch(idx)[0].to(next(net.parameters()).device)
     with local_only():    # rank 0 alone: no collectives
         plot_reconstructions(net, x, c.mask_ratio, out/'reconstructions.png')
-    plot_heatmaps(net.encoder, x, ev.true_boxes[idx], c.ccrop_source, c.ccrop_k, out/'heatmaps.png')
+        _, reduce, tokens = parse_source(c.ccrop_source)
+        # 'posfree' needs the position statistics of many images, not of the 8 shown: the validation set's
+        stats = position_stats(net.encoder, ev, torch.arange(len(ev)), (tokens,)) if reduce == 'posfree' else None
+    plot_heatmaps(net.encoder, x, ev.true_boxes[idx], c.ccrop_source, c.ccrop_k, out/'heatmaps.png', stats)
 
 # %% ../nbs/13_cli.ipynb #f062992d
 def pretrain(c:CMAEConfig) -> dict:

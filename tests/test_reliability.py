@@ -93,3 +93,24 @@ def test_log_written_to_a_file_has_one_line_per_epoch(tmp_path):
     rows = [l for l in text.splitlines() if re.match(r'\s+\d+\s+\d+\.\d+', l)]
     assert len(rows) == 2, text[:2000]                                                      # one line per epoch
     assert len(text) < 4000, len(text)
+
+
+
+def test_posfree_boxes_under_torchrun(tmp_path):
+    """The position-free heatmap needs statistics over the whole training set, all-reduced across ranks at every box refresh
+    (their equality with one process's is tested in tests/test_ccrop.py); the end-of-run figure, which rank 0 draws alone, must
+    not wait for the other rank. The README's torchrun with that heatmap finishes, refreshes its boxes and draws them; the
+    timeout turns a hang into a failure."""
+    torchrun = readme_torchrun()
+    launcher = torchrun[:torchrun.index(next(a for a in torchrun if a.endswith('cmae_pretrain'))) + 1]
+    args = SMALL + ['--ccrop-source', 'features:posfree:pre_norm', '--ccrop-warmup', '1', '--ccrop-interval', '1',
+                    '--no-probe', '--out', 'run']
+    r = run(launcher + args, tmp_path, timeout=600)
+    assert r.returncode == 0, r.stdout[-1500:] + r.stderr[-3000:]
+    out = tmp_path/'run'
+    assert (out/'heatmaps.png').is_file()
+    hist = json.loads((out/'metrics.json').read_text())
+    assert 0 <= hist[0]['box_iou'] <= 1
+    from cmae_course.checkpoint import load_checkpoint
+    boxes = load_checkpoint(out/'ckpt_e0002.pt')['boxes']
+    assert boxes.shape == (64, 4) and (boxes != boxes.new_tensor([0., 0., 1., 1.])).any()     # refreshed, not all whole images
