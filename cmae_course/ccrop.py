@@ -48,10 +48,7 @@ def boxes_from_heatmap(hm: Tensor, k: float = 0.1, exclusive_end: bool = True) -
 def box_iou(a: Tensor, b: Tensor) -> Tensor:
     "IoU of paired boxes: a, b: (N, 4) (x0, y0, x1, y1) -> (N,). Rows containing NaN give NaN."
     if a.shape != b.shape or a.shape[-1] != 4:
-        raise ValueError(
-            f"box_iou: a and b must both have shape (N, 4), got {tuple(a.shape)} and "
-            f"{tuple(b.shape)}"
-        )
+        raise ValueError(f"box_iou: a and b must both have shape (N, 4), got {tuple(a.shape)} and {tuple(b.shape)}")
     iw = (torch.minimum(a[..., 2], b[..., 2]) - torch.maximum(a[..., 0], b[..., 0])).clamp_min(0)
     ih = (torch.minimum(a[..., 3], b[..., 3]) - torch.maximum(a[..., 1], b[..., 1])).clamp_min(0)
     inter = iw * ih
@@ -72,12 +69,9 @@ def mean_iou(boxes: Tensor, true_boxes: Tensor) -> float:
 def whole_share(boxes: Tensor, tol: float = 0.02) -> float:
     """Share of boxes (N, 4) that cover (nearly) the whole image, every side within `tol` of the
     border: boxes that localise nothing."""
+    if not len(boxes): return float('nan')
     b = boxes.float()
-    return (
-        ((b[:, :2] <= tol).all(1) & (b[:, 2:] >= 1 - tol).all(1)).float().mean().item()
-        if len(b)
-        else float('nan')
-    )
+    return ((b[:, :2] <= tol).all(1) & (b[:, 2:] >= 1 - tol).all(1)).float().mean().item()
 
 # %% ../nbs/06_ccrop.ipynb #c014
 @contextmanager
@@ -146,17 +140,13 @@ def token_maps(encoder: nn.Module, imgs: Tensor) -> dict:
     attn: (N, heads, 1+L, 1+L) last-block attention. Needs
     `encoder(imgs, return_attn=True) -> (tokens, attn)`."""
     store = {}
-    hook = encoder.norm.register_forward_hook(
-        lambda mod, inp, out: store.__setitem__('pre', inp[0])
-    )
+    hook = encoder.norm.register_forward_hook(lambda mod, inp, out: store.__setitem__('pre', inp[0]))
     try:
         with eval_mode(encoder), torch.no_grad():
             out, attn = encoder(imgs, return_attn=True)
     finally:
         hook.remove()
-    return dict(
-        post_norm=out[:, 1:].float(), pre_norm=store['pre'][:, 1:].float(), attn=attn.float()
-    )
+    return dict(post_norm=out[:, 1:].float(), pre_norm=store['pre'][:, 1:].float(), attn=attn.float())
 
 def median_distance(x: Tensor) -> Tensor:
     """x: (N, L, D) tokens -> (N, L): each token's L2 distance from its image's typical token, the
@@ -235,10 +225,8 @@ def position_stats(encoder: nn.Module, dataset, idxs, tokens=('pre_norm',), bs: 
     mus = {t: tot[t] / n.clamp(min=1) for t in tokens}
     return {t: (mu, position_basis(mu, rank)) for t, mu in mus.items()}
 
-def dataset_boxes(
-    encoder: nn.Module, dataset, idxs=None, sources=('features',), ks=(0.1,), bs: int = 64,
-    rank: int = POSITION_RANK,
-) -> dict:
+def dataset_boxes(encoder: nn.Module, dataset, idxs=None, sources=('features',), ks=(0.1,), bs: int = 64,
+                  rank: int = POSITION_RANK) -> dict:
     """Boxes for items `idxs` (default all) of `dataset`, whose items are (img, ...) full
     un-augmented images (C, H, W).
     One encoder pass per batch serves every source and threshold (plus one pass for
@@ -257,16 +245,9 @@ def dataset_boxes(
             for k in ks: out[(s, k)].append(boxes_from_heatmap(hm, k).cpu())
     return {key: (torch.cat(v) if v else torch.zeros(0, 4)) for key, v in out.items()}
 
-
 # %% ../nbs/06_ccrop.ipynb #3f04d020
-def box_iou_table(
-    encoder: nn.Module,
-    dataset,
-    sources=('features', 'attention'),
-    ks=(0.05, 0.1, 0.2, 0.3),
-    true_boxes=None,
-    bs: int = 64,
-):
+def box_iou_table(encoder: nn.Module, dataset, sources=('features', 'attention'), ks=(0.05, 0.1, 0.2, 0.3),
+                  true_boxes=None, bs: int = 64):
     """Mean IoU of heatmap boxes vs the true boxes for each source (rows) and threshold k (columns),
     plus a 'whole image' row (IoU of (0, 0, 1, 1), the no-localisation baseline). `dataset`: full
     un-augmented images, (img, ...) items; `true_boxes` (n, 4) fractions, default
@@ -283,16 +264,8 @@ def box_iou_table(
     return pd.DataFrame.from_dict(rows, orient='index', columns=[f'k={k}' for k in ks])
 
 # %% ../nbs/06_ccrop.ipynb #c025
-def show_ccrop(
-    encoder: nn.Module,
-    eval_ds,
-    idxs,
-    sources=('features', 'attention'),
-    k: float = 0.1,
-    mean=None,
-    std=None,
-    size: float = 1.3,
-):
+def show_ccrop(encoder: nn.Module, eval_ds, idxs, sources=('features', 'attention'), k: float = 0.1, mean=None,
+               std=None, size: float = 1.3):
     """Grid: per item of `eval_ds` (items (img, ...), `.true_boxes`), the image with its true box
     (lime) and, per `source`, the heatmap with its box at threshold `k` (yellow, dashed).
     `mean`/`std` undo the normalisation for display."""
@@ -300,18 +273,10 @@ def show_ccrop(
     imgs = next(iter(iter_batches(eval_ds, len(idxs), idxs)))[0].to(_device(encoder))
     tm = token_maps(encoder, imgs)
     H, W = imgs.shape[-2:]
-    hms = {
-        s: scores_to_heatmap(patch_scores(tm, s), patch_grid(encoder, imgs), (H, W)).cpu()
-        for s in sources
-    }
+    hms = {s: scores_to_heatmap(patch_scores(tm, s), patch_grid(encoder, imgs), (H, W)).cpu() for s in sources}
     tb = getattr(eval_ds, 'true_boxes', None)
-    fig, axs = plt.subplots(
-        len(idxs),
-        1 + len(sources),
-        figsize=(size * (1 + len(sources)), size * len(idxs)),
-        dpi=72,
-        squeeze=False,
-    )
+    fig, axs = plt.subplots(len(idxs), 1 + len(sources), figsize=(size * (1 + len(sources)), size * len(idxs)),
+                            dpi=72, squeeze=False)
     for r, i in enumerate(idxs.tolist()):
         img = imgs[r].float().cpu()
         if mean is not None:
