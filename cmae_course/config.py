@@ -170,7 +170,7 @@ def _check_tasks(c:CMAEConfig):
     try: parse_source(c.ccrop_source)
     except ValueError:
         raise ValueError(f"--ccrop-source {c.ccrop_source!r}: choose attention, features or "
-                         "features:<sum|l2|median|centred>:<post_norm|pre_norm>") from None
+                         "features:<sum|l2|median|posfree>:<post_norm|pre_norm>") from None
     if not 0 <= c.ccrop_k < 1: raise ValueError(f"--ccrop-k {c.ccrop_k}: must be in [0, 1)")
     if c.loc_mode is not None and c.loc_mode not in LOC_MODES:
         raise ValueError(f"--loc-mode {c.loc_mode!r}: choose one of {list(LOC_MODES)}")

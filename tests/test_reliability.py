@@ -95,7 +95,6 @@ def test_log_written_to_a_file_has_one_line_per_epoch(tmp_path):
     assert len(text) < 4000, len(text)
 
 
-
 def test_posfree_boxes_under_torchrun(tmp_path):
     """The position-free heatmap needs statistics over the whole training set, all-reduced across ranks at every box refresh
     (their equality with one process's is tested in tests/test_ccrop.py); the end-of-run figure, which rank 0 draws alone, must
