@@ -270,7 +270,7 @@ def cmae_pretrain(
     tau:float=0.2,            # InfoNCE temperature
     norm_pix:bool=False,      # reconstruct per-patch normalised pixels (MAE's norm_pix_loss)
     ccrop:str='auto',         # ContrastiveCrop: --ccrop / --no-ccrop (auto: on for cmae)
-    ccrop_source:str='features:l2:pre_norm', # heatmap: features[:<sum|l2|median|posfree>:<post_norm|pre_norm>] | attention
+    ccrop_source:str='features:posfree:pre_norm', # heatmap: features[:<sum|l2|median|posfree>:<post_norm|pre_norm>] | attention
     ccrop_warmup:int=None,    # epochs before the first box refresh
     ccrop_interval:int=None,  # epochs between box refreshes
     ccrop_k:float=0.5,        # heatmap threshold for the box (ContrastiveCrop's ResNet value is 0.1; see lesson 06)

@@ -13,7 +13,7 @@ import torch.nn as nn
 from fastcore.basics import patch
 from fastcore.script import _run_cli   # how `call_parse` runs a script (fastcore < 2)
 
-from .data import make_default_dataset
+from .data import default_dataset
 from .views import train_valid_split, pretrain_dataloaders
 from .vit import VIT_SIZES
 from .decoders import DECODERS
@@ -82,7 +82,7 @@ class CMAEConfig:
     loc_mode: str|None = None; loc_loss: str = 'ce'; pos_mask_ratio: float = 0.75
     tau: float = 0.2; norm_pix: bool = False
     # ContrastiveCrop
-    ccrop: str = 'auto'; ccrop_source: str = 'features:l2:pre_norm'; ccrop_k: float = 0.5
+    ccrop: str = 'auto'; ccrop_source: str = 'features:posfree:pre_norm'; ccrop_k: float = 0.5
     ccrop_alpha: float = 1.0; ccrop_warmup: int = 2; ccrop_interval: int = 2
     # the run
     n_train: int = 0; workers: int = 0; precision: str = 'auto'; device: str = 'auto'
@@ -273,7 +273,7 @@ def build_model(c:CMAEConfig) -> nn.Module:
 # %% ../nbs/09b_config.ipynb #eea8c698
 def build_data(c:CMAEConfig, device:torch.device):
     "(pretraining DataLoaders, (train ImageSet, valid ImageSet)) for config `c`."
-    path = make_default_dataset() if c.data is None else c.data
+    path = default_dataset() if c.data is None else c.data
     train, valid, held_out = train_valid_split(path, max(c.img_size, 64), seed=c.seed)
     if held_out and is_rank0():
         print(f"{path}: no validation split (a 'val' folder): "

@@ -10,8 +10,9 @@ import numpy as np
 from PIL import Image
 
 # %% auto #0
-__all__ = ['SHAPES', 'COLOURS', 'TEXTURES', 'CLASS_SHAPES', 'GEN_VERSION', 'shape_sdf', 'texture', 'class_specs', 'light_field',
-           'render', 'cache_dir', 'make_default_dataset', 'pixel_box_to_frac', 'frac_box_to_pixel', 'check_pixel_box']
+__all__ = ['SHAPES', 'COLOURS', 'TEXTURES', 'CLASS_SHAPES', 'GEN_VERSION', 'DEFAULT_LIGHT', 'shape_sdf', 'texture', 'class_specs',
+           'light_field', 'render', 'cache_dir', 'make_default_dataset', 'default_dataset', 'pixel_box_to_frac',
+           'frac_box_to_pixel', 'check_pixel_box']
 
 # %% ../nbs/00_data.ipynb #dcfadcfa
 SHAPES = ('disk', 'square', 'triangle', 'ring', 'cross', 'star', 'diamond', 'hexagon', 'crescent',
@@ -218,6 +219,13 @@ def make_default_dataset(root=None, n_classes=10, n_train=500, n_val=50, seed=0,
     finally:
         if tmp.exists(): shutil.rmtree(tmp, ignore_errors=True)
     return final
+
+# %% ../nbs/00_data.ipynb #72123c2e
+DEFAULT_LIGHT = 0.5   # the light of the embedded dataset (a position cue; lesson 08)
+
+def default_dataset(root=None):
+    "The embedded dataset every command uses without `--data`: `make_default_dataset` at its sizes, `light=DEFAULT_LIGHT`."
+    return make_default_dataset(root, light=DEFAULT_LIGHT)
 
 # %% ../nbs/00_data.ipynb #320fd5c4
 def pixel_box_to_frac(box, w, h):

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 from fastcore.script import call_parse
-from .data import make_default_dataset
+from .data import default_dataset
 from .views import train_valid_split, ViewDataset, ViewDataLoader
 from .checkpoint import latest_checkpoint, load_checkpoint
 from .moco import resnet_small_stem
@@ -134,7 +134,7 @@ def load_eval_data(data=None, img_size: int = 64, seed: int = 0) -> tuple:
     embedded dataset, made once). val = the 'val' split (Tiny-ImageNet layout /
     `<root>/val/<class>/`), else the same held-out 10% of the training images as `cmae_pretrain`
     (`data.train_valid_split`). FileNotFoundError / ValueError name the folder."""
-    root = make_default_dataset() if data is None else Path(data)
+    root = default_dataset() if data is None else Path(data)
     if not root.exists(): raise FileNotFoundError(f"data: {root} does not exist")
     tr, va, _ = train_valid_split(root, max(img_size, 64), seed=seed)
     return ViewDataset(tr, 'eval', img_size), ViewDataset(va, 'eval', img_size), root

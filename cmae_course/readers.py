@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import torch
 from PIL import Image
-from .data import make_default_dataset, check_pixel_box
+from .data import default_dataset, check_pixel_box
 
 # %% auto #0
 __all__ = ['IMG_EXTS', 'Items', 'read_tiny_imagenet', 'read_image_folder', 'read_items', 'to_rgb', 'load_rgb', 'LoadReport',
@@ -309,7 +309,7 @@ def decode_items(items, size=64, max_bad=0.05, num_threads=None, max_bytes=8*2**
 def load_split(path=None, split='train', size=64, **kwargs):
     """Index and decode one split of the dataset at `path` (default: the embedded dataset) ->
     `ImageSet`."""
-    return decode_items(read_items(make_default_dataset() if path is None else path, split), size,
+    return decode_items(read_items(default_dataset() if path is None else path, split), size,
                         **kwargs)
 
 def class_counts(ds):

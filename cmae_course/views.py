@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt
 import matplotlib.patches as patches
 from fastai.data.core import DataLoader, DataLoaders
 from fastai.torch_core import default_device
-from .data import make_default_dataset
+from .data import default_dataset
 from .readers import read_items, decode_items
 from .augment import (crop_params, BoxTable, resized_crops, color_matrix, apply_color,
                                  denormalize, box_in_view, IMAGENET_MEAN, IMAGENET_STD)
@@ -160,7 +160,7 @@ def pretrain_dataloaders(path=None, kind='cmae', img_size=64, bs=64, num_workers
     `images=(train, valid)` ImageSets skip the decoding. Batches: (x, y) for 'mae'/'eval',
     (x1, x2, y) for 'cmae'."""
     if images is None:
-        path = make_default_dataset() if path is None else path
+        path = default_dataset() if path is None else path
         images = train_valid_split(path, cache_size or max(img_size, 64), valid_split,
                                    valid_pct, seed, max_bad)[:2]
     train, valid = images

@@ -79,10 +79,10 @@ def test_tiny_cmae_run_writes_outputs(tmp_path):
 def test_auto_precision_is_measured_and_cached(tmp_path):
     """`--precision auto` on a CPU times the model in fp32 and bf16 before training, prints the figures it chose from, keeps the
     answer in the cache folder's precision.json, and reads it from there the second time."""
-    from cmae_course.data import make_default_dataset
+    from cmae_course.data import default_dataset
     # the dataset from the usual cache (generating 5,500 images again into the fresh one is 10 s that test nothing here)
     args = [a for a in TINY if a not in ('--precision', 'fp32')] + ['--epochs', '1', '--no-probe', '--no-figures',
-                                                                     '--data', str(make_default_dataset())]
+                                                                     '--data', str(default_dataset())]
     env = {**ENV, 'XDG_CACHE_HOME': str(tmp_path/'cache')}
     go = lambda out: subprocess.run([EXE, *args, '--out', str(tmp_path/out)], capture_output=True, text=True, timeout=240, env=env)
     first, second = go('a'), go('b')

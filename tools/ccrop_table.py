@@ -37,12 +37,12 @@ def main():
     if a.every < 1: ap.error(f"--every {a.every}: must be >= 1")
     if a.data is not None and not (Path(a.data) / 'train').is_dir(): ap.error(f"--data {a.data}: no train/ folder there")
     import torch
-    from cmae_course.data import make_default_dataset
+    from cmae_course.data import default_dataset
     from cmae_course.readers import load_split
     from cmae_course.views import ViewDataset
     from cmae_course.evaluate import load_encoder
     from cmae_course.ccrop import box_iou_table, pixel_iou_row, dataset_boxes, mean_iou
-    path = Path(a.data) if a.data is not None else make_default_dataset()
+    path = Path(a.data) if a.data is not None else default_dataset()
     train = load_split(path, 'train', 64)
     train = train.subset(torch.arange(0, len(train), a.every))
     if torch.isnan(train.true_boxes).all(): ap.error(f"--data {path}: its training images have no true boxes")

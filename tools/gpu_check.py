@@ -35,9 +35,9 @@ def captured_json(fn, **kw):
 
 from cmae_course.bench import cmae_bench
 from cmae_course.cli import cmae_pretrain
-from cmae_course.data import make_default_dataset
+from cmae_course.data import default_dataset
 
-t0 = time.time(); make_default_dataset(); save('dataset_seconds', round(time.time() - t0, 1))
+t0 = time.time(); default_dataset(); save('dataset_seconds', round(time.time() - t0, 1))
 
 # 1. benchmark
 bk = dict(arch='vit_tiny', depth=2, steps=2, warmup=1, bs=8) if a.quick else dict(arch='vit_base', steps=10, warmup=3, bs=64)
