@@ -64,7 +64,7 @@ METHOD_DEFAULTS = dict(
 class CMAEConfig:
     "Everything a pretraining run chooses; made by a preset (`tiny()`, `gpu()`, `paper()`) + options."
     # what to train, on what
-    data: str|None = None             # dataset folder; None = the embedded shapes dataset
+    data: str|None = None             # dataset folder; None = the embedded shapes dataset, lit (data.default_dataset)
     method: str = 'cmae'              # mae | cmae | mocov1 | mocov2
     preset: str = 'tiny'
     # the encoder and the decoder

@@ -15,7 +15,7 @@ from .table_rows import (ROWS, EXTRA_ROWS, BASELINES, MAIN_ROWS, PAPER_TOP1, slu
 
 # %% auto #0
 __all__ = ['METRICS', 'TASKS', 'TABLE_BUDGET', 'raw_pixel_result', 'run_experiments', 'summarize', 'spread', 'compare',
-           'table_markdown', 'load_results', 'cmae_experiments', 'main']
+           'table_markdown', 'load_results', 'made_by', 'cmae_experiments', 'main']
 
 # %% ../nbs/16_experiments.ipynb #89865f07
 def _run(cmd:list[str], folder:Path, threads:int|None=None) -> dict:
@@ -243,6 +243,15 @@ def table_markdown(runs:list[dict], paper:bool=True, tasks:bool=True) -> str:
 def load_results(path) -> dict:
     "The `results.json` written by `run_experiments`."
     return json.loads(Path(path).read_text())
+
+# %% ../nbs/16_experiments.ipynb #3bc22b93
+def made_by(res:dict) -> str:
+    """The command that made results file `res`, with its `note`, and, for one made with earlier defaults, the command
+    that makes it now (`reproduce`)."""
+    lines = [res['command']]
+    if res.get('note'): lines.append(f"  note: {res['note']}")
+    if res.get('reproduce'): lines.append(f"  made with earlier defaults; to make it now: {res['reproduce']}")
+    return '\n'.join(lines)
 
 # %% ../nbs/16_experiments.ipynb #ffed5d4f
 # the command as typed, for results.json (set by `main`)

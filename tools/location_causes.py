@@ -1,5 +1,7 @@
-"""Why does CMAE's location task stay near chance in the default run? Train it ALONE, at the default run's budget, under
-inputs that differ in one thing at a time, and write the accuracy each reaches.
+"""Why did CMAE's location task stay near chance in the default run on unlit images? Train it ALONE, at the default run's
+budget, under inputs that differ in one thing at a time, and write the accuracy each reaches. The images are the unlit
+embedded ones (`make_default_dataset()`, the commands' dataset before the lit one, `default_dataset()`, replaced it because
+of what this tool found); the 'light' conditions add the light here.
 
     python tools/location_causes.py          # writes results/location_causes.json
 
@@ -54,7 +56,8 @@ def train(name, steps=780, bs=64, lr=3.75e-4, warmup=78, seed=0, data=None):
     from cmae_course.vit import ViT
     from cmae_course.location import LocationHead, embed_visible, location_loss, location_accuracy
     c = CONDITIONS[name]
-    ims = load_split(data, 'train', size=64)
+    from cmae_course.data import make_default_dataset
+    ims = load_split(make_default_dataset() if data is None else data, 'train', size=64)   # unlit
     if c.get('light'): ims = replace(ims, images=lighting(ims.images, c['light']))
     plain = c['views'] == 'plain'   # the whole image: a 'mae' view whose only crop is the full square
     views = ViewDataset(ims, 'mae' if plain else c['views'], 32, scale=(1., 1.) if plain else (0.2, 1.),
