@@ -220,7 +220,7 @@ def make_default_dataset(root=None, n_classes=10, n_train=500, n_val=50, seed=0,
         if tmp.exists(): shutil.rmtree(tmp, ignore_errors=True)
     return final
 
-# %% ../nbs/00_data.ipynb #9253b791
+# %% ../nbs/00_data.ipynb #0a570e8a
 DEFAULT_LIGHT = 0.5   # the light of the embedded dataset (a position cue; lesson 08)
 
 def default_dataset(root=None):

@@ -244,7 +244,7 @@ def load_results(path) -> dict:
     "The `results.json` written by `run_experiments`."
     return json.loads(Path(path).read_text())
 
-# %% ../nbs/16_experiments.ipynb #3bc22b93
+# %% ../nbs/16_experiments.ipynb #9e906d27
 def made_by(res:dict) -> str:
     """The command that made results file `res`, with its `note`, and, for one made with earlier defaults, the command
     that makes it now (`reproduce`)."""
