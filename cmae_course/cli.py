@@ -4,7 +4,7 @@
 
 # %% ../nbs/13_cli.ipynb #156e0454
 from __future__ import annotations
-import json, os, sys, time
+import json, os, sys, textwrap, time
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -34,8 +34,8 @@ from .checkpoint import (SaveCheckpoints, ResumeState, latest_checkpoint,
                                     load_checkpoint, restore_learner, atomic_save)
 
 # %% auto #0
-__all__ = ['evaluate_frozen', 'print_summary', 'plot_losses', 'plot_reconstructions', 'DataError', 'run_callbacks', 'pretrain',
-           'cmae_pretrain', 'main']
+__all__ = ['NEAR_CHANCE', 'NOT_LEARNED', 'evaluate_frozen', 'print_summary', 'plot_losses', 'plot_reconstructions', 'DataError',
+           'run_callbacks', 'pretrain', 'cmae_pretrain', 'main']
 
 # %% ../nbs/13_cli.ipynb #262c92a1
 def evaluate_frozen(encoder:nn.Module, dls, valid_ims, c:CMAEConfig) -> dict:
@@ -50,17 +50,32 @@ def evaluate_frozen(encoder:nn.Module, dls, valid_ims, c:CMAEConfig) -> dict:
                 linprobe_top1=round(r['linear_top1'] / 100, 4),
                 probe_train_acc=round(r['linear_train_acc'] / 100, 4))
 
+NEAR_CHANCE = 2.   # a task that ends below this many times chance has not learned
+
+# what the summary says under its table about a task that has not learned
+NOT_LEARNED = dict(
+    loc_acc="the location task has not learned on these images: a token can only tell its place from "
+            "what the image shows there (lesson 08), and without such a cue the task costs the encoder "
+            "(lesson 16, images it has never seen). Try --lambda-loc 0.",
+    ctr_acc="the contrastive task has not learned: check the momentum schedule and the batch size "
+            "(lesson 07).")
+
 def print_summary(s:dict):
-    """The run's summary as a two-column table; the frozen-feature results get the untrained
-    encoder's beside them."""
-    rows = {k: v for k, v in s.items() if not k.startswith('untrained_')}
+    """The run's summary as a two-column table: the frozen-feature results with the untrained
+    encoder's beside them, each task's accuracy as a multiple of its chance level (`chance_<key>`),
+    and a note under the table for a task that ended below `NEAR_CHANCE` times chance."""
+    rows = {k: v for k, v in s.items() if not k.startswith(('untrained_', 'chance_'))}
+    ratio = {k: s[k] / s['chance_' + k] for k in rows if 'chance_' + k in s and s[k] is not None}
     w = max(len(k) for k in rows)
     fmt = lambda x: f"{x:.4g}" if isinstance(x, float) else f"{x}"
+    beside = lambda k: (f"   (untrained {fmt(s['untrained_' + k])})" if 'untrained_' + k in s else
+                        f"   ({ratio[k]:.1f}x chance)" if k in ratio else '')
     print('\n' + '-' * (w + 30))
-    for k, v in rows.items():
-        print(f"{k:<{w}}  {fmt(v)}"
-              + (f"   (untrained {fmt(s['untrained_' + k])})" if 'untrained_' + k in s else ''))
+    for k, v in rows.items(): print(f"{k:<{w}}  {fmt(v)}" + beside(k))
     print('-' * (w + 30))
+    for k, r in ratio.items():
+        if r < NEAR_CHANCE and k in NOT_LEARNED:
+            print(textwrap.fill(f"note: {k} ends at {r:.1f}x chance: {NOT_LEARNED[k]}", 100, subsequent_indent='  '))
 
 # %% ../nbs/13_cli.ipynb #5a6028f3
 def plot_losses(history:list, fname=None):
@@ -153,6 +168,9 @@ def _run_summary(c:CMAEConfig, learn, train_s:float, ws:int, device) -> dict:
     hist = getattr(learn, 'history', [])
     if hist: s.update({k: hist[-1].get(k) for k in ('rec', 'ctr', 'loc', 'ctr_acc', 'loc_acc', 'img_s')
                        if hist[-1].get(k) is not None})
+    # chance: the positive among the global batch; the right one of the patches
+    if 'ctr_acc' in s: s['chance_ctr_acc'] = 1 / (c.bs * ws)
+    if 'loc_acc' in s: s['chance_loc_acc'] = 1 / (c.img_size // c.patch_size) ** 2
     refreshes = [h for h in hist if h.get('box_iou') is not None]
     if refreshes:    # the last refresh
         s.update({k: refreshes[-1][k] for k in ('box_iou', 'box_iou_whole', 'box_whole_share')})

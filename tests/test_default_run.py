@@ -37,6 +37,10 @@ def test_main_job_writes_its_outputs(default_run):
         assert (out/f).is_file(), f
     assert s['method'] == 'cmae' and s['epochs'] == len(hist) >= 8
     assert re.search(r'linprobe_top1\s+\S+\s+\(untrained \S+\)', r.stdout), r.stdout[-1500:]   # the floor is printed beside
+    for k in ('ctr_acc', 'loc_acc'):                                      # each task against its chance
+        assert re.search(k + r'\s+\S+\s+\(\d+\.\dx chance\)', r.stdout), r.stdout[-1500:]
+    assert s['chance_ctr_acc'] == CHANCE_RETRIEVAL and s['chance_loc_acc'] == 1 / 64, s
+    assert 'note:' not in r.stdout, r.stdout[-1500:]                     # no task left at chance
 
 
 def test_pretraining_beats_the_untrained_encoder(default_run):
