@@ -16,20 +16,19 @@ from .patching import patchify
 from .dist import dist_info
 
 # %% auto #0
-__all__ = ['FEATURE_REDUCTIONS', 'FEATURE_TOKENS', 'DEFAULT_FEATURES', 'CC_LITERAL', 'POSITION_RANK', 'boxes_from_heatmap',
-           'box_iou', 'whole_image_boxes', 'mean_iou', 'whole_share', 'eval_mode', 'minmax_normalize', 'upsample_map',
-           'parse_source', 'patch_grid', 'token_maps', 'median_distance', 'position_basis', 'remove_position',
-           'patch_scores', 'scores_to_heatmap', 'heatmap', 'position_stats', 'dataset_boxes', 'box_iou_table',
-           'show_ccrop', 'plot_heatmaps', 'pixel_scores', 'pixel_position_stats', 'pixel_iou_row']
+__all__ = ['FEATURE_REDUCTIONS', 'FEATURE_TOKENS', 'DEFAULT_FEATURES', 'CC_LITERAL', 'POSITION_RANK', 'CACHE_BYTES',
+           'boxes_from_heatmap', 'box_iou', 'whole_image_boxes', 'mean_iou', 'whole_share', 'eval_mode',
+           'minmax_normalize', 'upsample_map', 'parse_source', 'patch_grid', 'token_maps', 'median_distance',
+           'position_basis', 'remove_position', 'patch_scores', 'scores_to_heatmap', 'heatmap', 'batch_maps',
+           'position_stats', 'dataset_boxes', 'box_iou_table', 'show_ccrop', 'plot_heatmaps', 'pixel_scores',
+           'pixel_position_stats', 'pixel_iou_row']
 
 # %% ../nbs/06_ccrop.ipynb #c007
 def boxes_from_heatmap(hm: Tensor, k: float = 0.1, exclusive_end: bool = True) -> Tensor:
-    """Box around the rows and columns of `hm: (N, H, W)` whose maximum exceeds `k` -> (N, 4)
-    float32 (x0, y0, x1, y1) fractions.
-    exclusive_end=True: ends at (last+1)/H, (last+1)/W, so an everywhere-active map gives
-    (0, 0, 1, 1);
-    exclusive_end=False: ContrastiveCrop's literal last/H, last/W. A map with no active row gives
-    the whole image."""
+    """Box around the rows and columns of `hm: (N, H, W)` whose maximum exceeds `k` -> (N, 4) float32
+    (x0, y0, x1, y1) fractions. exclusive_end=True: ends at (last+1)/H, (last+1)/W, so an everywhere-active
+    map gives (0, 0, 1, 1); exclusive_end=False: ContrastiveCrop's literal last/H, last/W. A map with no
+    active row gives the whole image."""
     if hm.ndim != 3: raise ValueError(f"hm must have shape (N, H, W), got {tuple(hm.shape)}")
     if not 0 <= k < 1: raise ValueError(f"k must be in [0, 1), got {k}")
     N, H, W = hm.shape
@@ -92,9 +91,7 @@ def minmax_normalize(m: Tensor, rtol: float = 1e-5) -> Tensor:
     lo, hi = x.amin(1, keepdim=True), x.amax(1, keepdim=True)
     rng = hi - lo
     flat = rng <= rtol * torch.maximum(lo.abs(), hi.abs())
-    return torch.where(
-        flat, torch.zeros_like(x), (x - lo) / torch.where(flat, torch.ones_like(rng), rng)
-    ).view_as(m)
+    return torch.where(flat, torch.zeros_like(x), (x - lo) / torch.where(flat, torch.ones_like(rng), rng)).view_as(m)
 
 def upsample_map(m: Tensor, size: tuple[int, int]) -> Tensor:
     """Bilinear upsampling (align_corners=False, as CC) of patch-grid maps m: (N, h, w) to size
@@ -103,12 +100,10 @@ def upsample_map(m: Tensor, size: tuple[int, int]) -> Tensor:
 
 # %% ../nbs/06_ccrop.ipynb #c017
 FEATURE_REDUCTIONS = ('sum', 'l2', 'median', 'posfree')
-
 FEATURE_TOKENS = ('post_norm', 'pre_norm')
 
 # what 'features' means; chosen by the IoU measurement in the lesson
 DEFAULT_FEATURES = ('l2', 'post_norm')
-
 CC_LITERAL = 'features:sum:post_norm'   # ContrastiveCrop's recipe applied to a ViT word for word
 
 def parse_source(source: str) -> tuple:
@@ -120,10 +115,8 @@ def parse_source(source: str) -> tuple:
         reduce, tokens = parts[1:] if len(parts) == 3 else DEFAULT_FEATURES
         if reduce in FEATURE_REDUCTIONS and tokens in FEATURE_TOKENS:
             return ('features', reduce, tokens)
-    raise ValueError(
-        f"source must be 'attention', 'features' or 'features:<sum|l2|median|posfree>:<post_norm|pre_norm>', got "
-        f"{source!r}"
-    )
+    raise ValueError(f"source must be 'attention', 'features' or "
+                     f"'features:<sum|l2|median|posfree>:<post_norm|pre_norm>', got {source!r}")
 
 def patch_grid(encoder: nn.Module, imgs: Tensor) -> tuple[int, int]:
     "Patch grid (h, w) of `encoder` for `imgs: (N, C, H, W)`."
@@ -133,12 +126,9 @@ def patch_grid(encoder: nn.Module, imgs: Tensor) -> tuple[int, int]:
 
 # %% ../nbs/06_ccrop.ipynb #76b12619
 def token_maps(encoder: nn.Module, imgs: Tensor) -> dict:
-    """One eval-mode, no-grad pass of a ViT on full images imgs: (N, C, H, W) -> dict of float32
-    tensors
-    post_norm, pre_norm: (N, L, D) patch tokens (cls dropped) after / before the final
-    `encoder.norm`;
-    attn: (N, heads, 1+L, 1+L) last-block attention. Needs
-    `encoder(imgs, return_attn=True) -> (tokens, attn)`."""
+    """One eval-mode, no-grad pass of a ViT on full images imgs: (N, C, H, W) -> dict of float32 tensors
+    post_norm, pre_norm: (N, L, D) patch tokens (cls dropped) after / before the final `encoder.norm`;
+    attn: (N, heads, 1+L, 1+L) last-block attention. Needs `encoder(imgs, return_attn=True) -> (tokens, attn)`."""
     store = {}
     hook = encoder.norm.register_forward_hook(lambda mod, inp, out: store.__setitem__('pre', inp[0]))
     try:
@@ -205,16 +195,22 @@ def heatmap(encoder: nn.Module, imgs: Tensor, source: str = 'features', pos_stat
 # %% ../nbs/06_ccrop.ipynb #c021
 def _device(m: nn.Module): return next(m.parameters()).device
 
-def position_stats(encoder: nn.Module, dataset, idxs, tokens=('pre_norm',), bs: int = 64,
-                   rank: int = POSITION_RANK) -> dict:
-    """What the 'posfree' map takes out, over items `idxs` of `dataset` (full un-augmented images):
-    {tokens: (mu (L, D) mean token at each position, basis (rank, D) `position_basis(mu)`)}; one
-    extra encoder pass. Under torch.distributed every rank must call it (outside `local_only`): sums
-    and counts are all-reduced, so every rank gets the statistics of all shards."""
-    dev = _device(encoder)
-    tot, n = {t: 0. for t in tokens}, torch.zeros((), device=dev)
+def batch_maps(encoder: nn.Module, dataset, idxs, bs: int = 64, keys=None):
+    """One encoder pass over items `idxs` of `dataset` (items (img, ...), full un-augmented images), a
+    batch at a time: yields (the batch's `token_maps`, only `keys` if given; patch grid; image size)."""
     for b in iter_batches(dataset, bs, idxs):
-        tm = token_maps(encoder, (b[0] if isinstance(b, (list, tuple)) else b).to(dev))
+        imgs = (b[0] if isinstance(b, (list, tuple)) else b).to(_device(encoder))
+        tm = token_maps(encoder, imgs)
+        yield ({k: tm[k] for k in keys} if keys else tm), patch_grid(encoder, imgs), imgs.shape[-2:]
+
+def position_stats(encoder: nn.Module, dataset, idxs, tokens=('pre_norm',), bs: int = 64,
+                   rank: int = POSITION_RANK, maps=None) -> dict:
+    """What the 'posfree' map takes out, over items `idxs` of `dataset` (full un-augmented images):
+    {tokens: (mu (L, D) mean token at each position, basis (rank, D) `position_basis(mu)`)}; one extra encoder
+    pass, none when `maps` (those items' `batch_maps`) are given. Under torch.distributed every rank must call it
+    (outside `local_only`): sums and counts are all-reduced, so every rank gets the statistics of all shards."""
+    tot, n = {t: 0. for t in tokens}, torch.zeros((), device=_device(encoder))
+    for tm, *_ in (batch_maps(encoder, dataset, idxs, bs) if maps is None else maps):
         for t in tokens: tot[t] = tot[t] + tm[t].sum(0)
         n += len(tm[tokens[0]])
     if dist_info()[1] > 1:                    # not inside `local_only()`, where rank 0 works alone
@@ -225,23 +221,29 @@ def position_stats(encoder: nn.Module, dataset, idxs, tokens=('pre_norm',), bs: 
     mus = {t: tot[t] / n.clamp(min=1) for t in tokens}
     return {t: (mu, position_basis(mu, rank)) for t, mu in mus.items()}
 
+CACHE_BYTES = 2 ** 29   # token maps `dataset_boxes` may keep to serve 'posfree' from one pass (512 MiB)
+
 def dataset_boxes(encoder: nn.Module, dataset, idxs=None, sources=('features',), ks=(0.1,), bs: int = 64,
                   rank: int = POSITION_RANK) -> dict:
     """Boxes for items `idxs` (default all) of `dataset`, whose items are (img, ...) full
-    un-augmented images (C, H, W).
-    One encoder pass per batch serves every source and threshold (plus one pass for
-    `position_stats`, with `rank` directions, when a source is 'posfree') -> {(source, k): (n, 4)
-    float32 on the CPU}."""
+    un-augmented images (C, H, W), -> {(source, k): (n, 4) float32 on the CPU}. One encoder pass
+    serves every source and threshold and, when a source is 'posfree', its `position_stats` (with
+    `rank` directions) too: the pass's token maps are kept if they fit in `CACHE_BYTES`, else a
+    second pass computes the boxes."""
     parsed = [parse_source(s) for s in sources]
     idxs = torch.arange(len(dataset)) if idxs is None else torch.as_tensor(idxs)
     posfree = sorted({t for _, r, t in parsed if r == 'posfree'})
-    pos_stats = position_stats(encoder, dataset, idxs, posfree, bs, rank) if posfree else None
-    dev, out = _device(encoder), {(s, k): [] for s in sources for k in ks}
-    for b in iter_batches(dataset, bs, idxs):
-        imgs = (b[0] if isinstance(b, (list, tuple)) else b).to(dev)
-        tm = token_maps(encoder, imgs)
+    keys = sorted({'attn' if kind == 'attention' else t for kind, _, t in parsed})
+    maps, pos_stats = batch_maps(encoder, dataset, idxs, bs, keys), None
+    if posfree:
+        fits = 'attn' not in keys and 4 * len(idxs) * len(keys) * encoder.pos_embed[0, 1:].numel() <= CACHE_BYTES
+        maps = list(maps) if fits else maps
+        pos_stats = position_stats(encoder, dataset, idxs, posfree, bs, rank, maps)
+        if not fits: maps = batch_maps(encoder, dataset, idxs, bs, keys)      # a second pass
+    out = {(s, k): [] for s in sources for k in ks}
+    for tm, grid, size in maps:
         for s in sources:
-            hm = scores_to_heatmap(patch_scores(tm, s, pos_stats), patch_grid(encoder, imgs), imgs.shape[-2:])
+            hm = scores_to_heatmap(patch_scores(tm, s, pos_stats), grid, size)
             for k in ks: out[(s, k)].append(boxes_from_heatmap(hm, k).cpu())
     return {key: (torch.cat(v) if v else torch.zeros(0, 4)) for key, v in out.items()}
 
