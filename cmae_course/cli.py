@@ -287,6 +287,7 @@ def cmae_pretrain(
     pos_mask_ratio:float=0.75, # droppos: share of the visible tokens whose position embedding is dropped (and scored)
     tau:float=0.2,            # InfoNCE temperature
     norm_pix:bool=False,      # reconstruct per-patch normalised pixels (MAE's norm_pix_loss)
+    color:bool=True,          # no colour jitter or grayscale in the views (CMAE, MoCo): crops and flips only, as MAE's
     ccrop:str='auto',         # ContrastiveCrop: --ccrop / --no-ccrop (auto: on for cmae)
     ccrop_source:str='features:posfree:pre_norm', # heatmap: features[:<sum|l2|median|posfree>:<post_norm|pre_norm>] | attention
     ccrop_warmup:int=None,    # epochs before the first box refresh

@@ -81,6 +81,7 @@ class CMAEConfig:
     lambda_ctr: float = 0.3; lambda_loc: float = 1.; lambda_rec: float = 1.
     loc_mode: str|None = None; loc_loss: str = 'ce'; pos_mask_ratio: float = 0.75
     tau: float = 0.2; norm_pix: bool = False
+    color: bool = True    # colour jitter + grayscale in the two views (CMAE, MoCo); False: crops and flips only, as MAE's
     # ContrastiveCrop
     ccrop: str = 'auto'; ccrop_source: str = 'features:posfree:pre_norm'; ccrop_k: float = 0.5
     ccrop_alpha: float = 1.0; ccrop_warmup: int = 2; ccrop_interval: int = 2
@@ -284,6 +285,7 @@ def build_data(c:CMAEConfig, device:torch.device):
                              'train')
     # v1: ColorJitter always, hue 0.4
     aug = dict(jitter=(0.4, 0.4, 0.4, 0.4), p_jitter=1.0) if c.method == 'mocov1' else {}
+    if not c.color: aug = dict(color=False)
     dls = pretrain_dataloaders(path, kind='mae' if c.method == 'mae' else 'cmae',
                                img_size=c.img_size, bs=c.bs, num_workers=c.workers,
                                seed=c.seed, device=device, images=(train, valid),

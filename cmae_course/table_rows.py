@@ -71,6 +71,11 @@ EXTRA_ROWS = {
         dict(method='cmae', norm_pix=True),
     ),
     'MAE, norm-pix': ('reconstruct per-patch normalised pixels', dict(method='mae', norm_pix=True)),
+    # CMAE's views without colour jitter and grayscale: what the reconstruction sees is then MAE's kind of image
+    'CMAE w/o colour jitter': ('crops and flips only in both views, as MAE (no colour jitter, no grayscale)',
+                               dict(method='cmae', color=False)),
+    'CMAE w/o location, w/o colour jitter': ('lambda_loc = 0; crops and flips only in both views',
+                                             dict(method='cmae', lambda_loc=0.0, color=False)),
     # the location task on its own terms (lesson 08): no contrastive task, so each row costs an MAE
     # run
     'location, DropPos 0.25': (
