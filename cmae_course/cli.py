@@ -242,7 +242,7 @@ def pretrain(c:CMAEConfig) -> dict:
 
 # %% ../nbs/13_cli.ipynb #5c586680
 # `python -m cmae_course.cli`: fastcore parses at decoration time, so the spellings are fixed first
-if __name__ == '__main__': sys.argv[1:] = dashed_argv(sys.argv[1:], ('ccrop',))
+if __name__ == '__main__': sys.argv[1:] = dashed_argv(sys.argv[1:], ('ccrop', 'color'))
 
 def _exit(msg):
     """Exit with status 1 after writing `msg` and its newline to stderr in one write, so that the
@@ -287,7 +287,7 @@ def cmae_pretrain(
     pos_mask_ratio:float=0.75, # droppos: share of the visible tokens whose position embedding is dropped (and scored)
     tau:float=0.2,            # InfoNCE temperature
     norm_pix:bool=False,      # reconstruct per-patch normalised pixels (MAE's norm_pix_loss)
-    color:bool=True,          # no colour jitter or grayscale in the views (CMAE, MoCo): crops and flips only, as MAE's
+    color:str='on',           # colour jitter + grayscale: --color (both views) | --color key (the momentum view only, as HCMAE) | --no-color
     ccrop:str='auto',         # ContrastiveCrop: --ccrop / --no-ccrop (auto: on for cmae)
     ccrop_source:str='features:posfree:pre_norm', # heatmap: features[:<sum|l2|median|posfree>:<post_norm|pre_norm>] | attention
     ccrop_warmup:int=None,    # epochs before the first box refresh
@@ -329,5 +329,5 @@ def cmae_pretrain(
 
 # %% ../nbs/13_cli.ipynb #c390588c
 def main():
-    "The `cmae_pretrain` console script; `--ccrop` / `--no-ccrop` mean `--ccrop on|off`."
-    return run_script(cmae_pretrain, switches=('ccrop',))
+    "The `cmae_pretrain` console script; `--ccrop` / `--no-ccrop` mean `--ccrop on|off`, and so for `--color`."
+    return run_script(cmae_pretrain, switches=('ccrop', 'color'))

@@ -81,7 +81,7 @@ class CMAEConfig:
     lambda_ctr: float = 0.3; lambda_loc: float = 1.; lambda_rec: float = 1.
     loc_mode: str|None = None; loc_loss: str = 'ce'; pos_mask_ratio: float = 0.75
     tau: float = 0.2; norm_pix: bool = False
-    color: bool = True    # colour jitter + grayscale in the two views (CMAE, MoCo); False: crops and flips only, as MAE's
+    color: str = 'on'     # colour jitter + grayscale (CMAE, MoCo views): on (both views) | key (the momentum view only) | off
     # ContrastiveCrop
     ccrop: str = 'auto'; ccrop_source: str = 'features:posfree:pre_norm'; ccrop_k: float = 0.5
     ccrop_alpha: float = 1.0; ccrop_warmup: int = 2; ccrop_interval: int = 2
@@ -165,6 +165,8 @@ def _check_optim(c:CMAEConfig):
 def _check_tasks(c:CMAEConfig):
     if c.ccrop not in ('auto', 'on', 'off'):
         raise ValueError(f"--ccrop {c.ccrop!r}: use --ccrop, --no-ccrop or --ccrop auto")
+    if c.color not in ('on', 'key', 'off'):
+        raise ValueError(f"--color {c.color!r}: use --color (both views), --color key (the momentum view only) or --no-color")
     if c.use_ccrop and c.is_moco:
         raise ValueError(f"--ccrop: this course's ContrastiveCrop reads a ViT heatmap; "
                          f"--method {c.method} trains a ResNet (use --no-ccrop)")
@@ -285,7 +287,7 @@ def build_data(c:CMAEConfig, device:torch.device):
                              'train')
     # v1: ColorJitter always, hue 0.4
     aug = dict(jitter=(0.4, 0.4, 0.4, 0.4), p_jitter=1.0) if c.method == 'mocov1' else {}
-    if not c.color: aug = dict(color=False)
+    if c.color != 'on': aug = dict(color={'key': 'key', 'off': False}[c.color])
     dls = pretrain_dataloaders(path, kind='mae' if c.method == 'mae' else 'cmae',
                                img_size=c.img_size, bs=c.bs, num_workers=c.workers,
                                seed=c.seed, device=device, images=(train, valid),

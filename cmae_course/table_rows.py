@@ -73,9 +73,12 @@ EXTRA_ROWS = {
     'MAE, norm-pix': ('reconstruct per-patch normalised pixels', dict(method='mae', norm_pix=True)),
     # CMAE's views without colour jitter and grayscale: what the reconstruction sees is then MAE's kind of image
     'CMAE w/o colour jitter': ('crops and flips only in both views, as MAE (no colour jitter, no grayscale)',
-                               dict(method='cmae', color=False)),
+                               dict(method='cmae', color='off')),
     'CMAE w/o location, w/o colour jitter': ('lambda_loc = 0; crops and flips only in both views',
-                                             dict(method='cmae', lambda_loc=0.0, color=False)),
+                                             dict(method='cmae', lambda_loc=0.0, color='off')),
+    'CMAE, colour jitter on the key view': ("only the momentum encoder's view is colour-jittered (HCMAE); "
+                                            'the encoder reconstructs un-jittered images',
+                                            dict(method='cmae', color='key')),
     # the location task on its own terms (lesson 08): no contrastive task, so each row costs an MAE
     # run
     'location, DropPos 0.25': (
@@ -133,11 +136,11 @@ def slug(name:str) -> str:
 # %% ../nbs/15a_table_rows.ipynb #ec841154
 def _flag(k:str, v) -> list[str]:
     k = '--' + k.replace('_', '-')
-    if k == '--ccrop':
+    if k in ('--ccrop', '--color'):     # on/off switches
         return (
-            ['--ccrop' if v == 'on' else '--no-ccrop']
+            [k if v == 'on' else '--no-' + k[2:]]
             if v in ('on', 'off')
-            else ['--ccrop', str(v)]
+            else [k, str(v)]
         )
     if isinstance(v, bool): return [k if v else '--no-' + k[2:]]
     return [k, str(v)]

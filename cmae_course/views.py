@@ -38,7 +38,8 @@ class ViewDataset(torch.utils.data.Dataset):
     """Augmented, normalised views of an in-memory `ImageSet`, built for a whole batch at once by
     `get_batch`. kind='mae':  ds[i] -> (x, y): RandomResizedCrop(scale) + flip
     (ContrastiveCrop when `boxes.use_box`). kind='cmae': ds[i] -> (x1, x2, y): two independent
-    views, each crop + flip + colour jitter + grayscale. kind='eval': ds[i] -> (x, y): the full
+    views, each crop + flip + colour jitter + grayscale (`color='key'`: the second view only, as
+    HCMAE; `color=False`: neither). kind='eval': ds[i] -> (x, y): the full
     image, resized to `img_size` only (same item order as the ImageSet). x: float32
     (3, img_size, img_size) normalised with `mean`/`std`; y: long label (-1 = unlabelled). `boxes`:
     the `BoxTable` a callback updates; `true_boxes`: annotated object boxes (N, 4), NaN where
@@ -55,7 +56,9 @@ class ViewDataset(torch.utils.data.Dataset):
         self.images, self.kind, self.img_size = images, kind, int(img_size)
         self.scale, self.ratio = tuple(scale), tuple(ratio)
         self.alpha, self.flip = alpha, flip and kind != 'eval'
-        self.color = (kind == 'cmae') if color is None else (color and kind != 'eval')
+        if color not in (None, True, False, 'key'):
+            raise ValueError(f"color: expected None, True, False or 'key', got {color!r}")
+        self.color = (kind == 'cmae') if color is None else (color if kind != 'eval' else False)
         self.jitter, self.p_jitter, self.p_gray = jitter, p_jitter, p_gray
         self.mean, self.std = mean, std
         self.boxes = boxes if boxes is not None else BoxTable(len(images), use_box)
@@ -74,7 +77,7 @@ class ViewDataset(torch.utils.data.Dataset):
 
 # %% ../nbs/00c_views.ipynb #f9b774a9
 @patch
-def _view(self:ViewDataset, imgs, idxs, g):
+def _view(self:ViewDataset, imgs, idxs, g, color=True):
     N, _, H, W = imgs.shape
     if self.kind == 'eval': params = torch.tensor([[0, 0, H, W]]).repeat(N, 1)
     else:
@@ -85,7 +88,7 @@ def _view(self:ViewDataset, imgs, idxs, g):
     if self.kind == 'eval' and H == W == self.img_size: x = imgs.to(torch.float32)
     else: x = resized_crops(imgs, params, self.img_size, flipped)         # float, still 0..255
     mean, std = x.new_tensor(self.mean)[:, None, None], x.new_tensor(self.std)[:, None, None]
-    if self.color:
+    if color:
         A, b = color_matrix(x.mean((2, 3))/255, *self.jitter, p=self.p_jitter,
                             p_gray=self.p_gray, generator=g)
         x = apply_color(x, A/255, b).sub_(mean).div_(std)
@@ -101,8 +104,9 @@ def get_batch(self:ViewDataset, idxs, meta=False, generator=None):
     imgs = self.images.images[idxs]
     views, metas = [], []
     with _one_thread():
-        for _ in range(self.n_views):
-            x, m = self._view(imgs, idxs, generator)
+        for v in range(self.n_views):
+            # 'key': colours jittered in the second view (the momentum encoder's) only
+            x, m = self._view(imgs, idxs, generator, v == 1 if self.color == 'key' else bool(self.color))
             views.append(x); metas.append(m)
     out = (*views, self.images.labels[idxs])
     return (out, metas) if meta else out

@@ -32,6 +32,7 @@ def test_bad_argument_is_one_line_error_before_work(tmp_path):
     (dict(out='/proc/cannot/write/here'), '--out'),
     (dict(method='simclr'), '--method'),
     (dict(ccrop_source='saliency'), '--ccrop-source'),
+    (dict(color='both'), '--color'),
     (dict(precision='fp8'), '--precision'),
     (dict(init_mae='/no/such/ckpt.pth'), '--init-mae'),
 ])
@@ -49,6 +50,8 @@ def test_cli_argv_spellings():
     assert cli_argv(['--ccrop', '--bs', '8']) == ['--ccrop', 'on', '--bs', '8']
     assert cli_argv(['--ccrop', 'auto', '--no-probe']) == ['--ccrop', 'auto', '--no-probe']
     assert cli_argv(['--no_ccrop', '--ccrop', 'maybe']) == ['--ccrop', 'off', '--ccrop', 'maybe']   # the command rejects 'maybe'
+    colour_argv = lambda argv: dashed_argv(argv, switches=('ccrop', 'color'))
+    assert colour_argv(['--no-color', '--color', 'key', '--color']) == ['--color', 'off', '--color', 'key', '--color', 'on']
     from cmae_course.config import dashed_argv
     assert dashed_argv(['--no-fewlabel', '--fewlabel', '--n-train', '3'], switches=('fewlabel',)) == [
         '--fewlabel', 'off', '--fewlabel', 'on', '--n_train', '3']
