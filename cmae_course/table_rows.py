@@ -76,6 +76,8 @@ EXTRA_ROWS = {
                                dict(method='cmae', color='off')),
     'CMAE w/o location, w/o colour jitter': ('lambda_loc = 0; crops and flips only in both views',
                                              dict(method='cmae', lambda_loc=0.0, color='off')),
+    'CMAE w/o location, w/o contrastive': ("lambda_loc = 0, lambda_ctr = 0: MAE with ContrastiveCrop and CMAE's views",
+                                           dict(method='cmae', lambda_loc=0.0, lambda_ctr=0.0)),
     'CMAE, colour jitter on the key view': ("only the momentum encoder's view is colour-jittered (HCMAE); "
                                             'the encoder reconstructs un-jittered images',
                                             dict(method='cmae', color='key')),

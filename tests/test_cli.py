@@ -52,7 +52,6 @@ def test_cli_argv_spellings():
     assert cli_argv(['--no_ccrop', '--ccrop', 'maybe']) == ['--ccrop', 'off', '--ccrop', 'maybe']   # the command rejects 'maybe'
     colour_argv = lambda argv: dashed_argv(argv, switches=('ccrop', 'color'))
     assert colour_argv(['--no-color', '--color', 'key', '--color']) == ['--color', 'off', '--color', 'key', '--color', 'on']
-    from cmae_course.config import dashed_argv
     assert dashed_argv(['--no-fewlabel', '--fewlabel', '--n-train', '3'], switches=('fewlabel',)) == [
         '--fewlabel', 'off', '--fewlabel', 'on', '--n_train', '3']
 
