@@ -287,7 +287,7 @@ def build_data(c:CMAEConfig, device:torch.device):
                              'train')
     # v1: ColorJitter always, hue 0.4
     aug = dict(jitter=(0.4, 0.4, 0.4, 0.4), p_jitter=1.0) if c.method == 'mocov1' else {}
-    if c.color != 'on': aug = dict(color={'key': 'key', 'off': False}[c.color])
+    if c.color != 'on': aug['color'] = {'key': 'key', 'off': False}[c.color]     # MoCo v1 keeps its jitter's strength
     dls = pretrain_dataloaders(path, kind='mae' if c.method == 'mae' else 'cmae',
                                img_size=c.img_size, bs=c.bs, num_workers=c.workers,
                                seed=c.seed, device=device, images=(train, valid),
