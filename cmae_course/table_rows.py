@@ -102,6 +102,12 @@ EXTRA_ROWS = {
         'position dropout as CMAE (75% of visible tokens), location loss weight 1e-4 (no task)',
         dict(method='cmae', lambda_loc=1e-4),
     ),
+    # the location task where nothing in the image tells a position (lesson 16, the letters): less of it
+    'CMAE, DropPos 0.25': (
+        '25% of the visible tokens lose their PE and are scored (75% by default)',
+        dict(method='cmae', pos_mask_ratio=0.25),
+    ),
+    'CMAE, location weight 0.1': ('lambda_loc = 0.1 instead of 1', dict(method='cmae', lambda_loc=0.1)),
     'location, paper, L2 loss': (
         "lambda_ctr = 0; the literal task with Eq. 5's L2 loss on the softmax",
         dict(method='cmae', lambda_ctr=0.0, loc_mode='paper', loc_loss='l2'),
