@@ -22,19 +22,18 @@ from .interop import load_official_mae
 from .ccrop import parse_source
 from .location import LOC_LOSSES
 from .moco import create_moco
-from .cmae import CMAE, create_cmae
+from .cmae import CMAE, create_cmae, LOC_MODES   # lesson 09 names the location modes
 from .dist import is_rank0
 from .devices import pick_device, PRECISIONS
 
 # %% auto #0
-__all__ = ['ARCHS', 'METHODS', 'OPTIMIZERS', 'LOC_MODES', 'PRESETS', 'METHOD_DEFAULTS', 'CMAEConfig', 'resolve_config',
-           'cmae_kwargs', 'build_model', 'build_data', 'dashed_argv', 'run_script']
+__all__ = ['ARCHS', 'METHODS', 'OPTIMIZERS', 'PRESETS', 'METHOD_DEFAULTS', 'CMAEConfig', 'resolve_config', 'cmae_kwargs',
+           'build_model', 'build_data', 'dashed_argv', 'run_script']
 
 # %% ../nbs/09b_config.ipynb #18c460f3
 ARCHS = (*VIT_SIZES, 'resnet18', 'resnet50')   # lesson 02's ViT sizes, and MoCo's ResNets
 METHODS = ('mae', 'cmae', 'mocov1', 'mocov2')
 OPTIMIZERS = ('adamw', 'sgd')           # lesson 10 builds them: MAE's AdamW, MoCo's SGD
-LOC_MODES = ('droppos', 'paper')
 
 PRESETS = dict(
     tiny=dict(arch='vit_tiny', depth=4, img_size=32, patch_size=4, decoder='transformer',

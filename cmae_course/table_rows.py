@@ -108,6 +108,10 @@ EXTRA_ROWS = {
         dict(method='cmae', pos_mask_ratio=0.25),
     ),
     'CMAE, location weight 0.1': ('lambda_loc = 0.1 instead of 1', dict(method='cmae', lambda_loc=0.1)),
+    'CMAE, location in its own pass': (
+        'reconstruction and contrast see every PE; the location task gets an encoder pass of its own (lesson 09)',
+        dict(method='cmae', loc_mode='separate'),
+    ),
     'location, paper, L2 loss': (
         "lambda_ctr = 0; the literal task with Eq. 5's L2 loss on the softmax",
         dict(method='cmae', lambda_ctr=0.0, loc_mode='paper', loc_loss='l2'),
