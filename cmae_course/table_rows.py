@@ -112,6 +112,10 @@ EXTRA_ROWS = {
         'reconstruction and contrast see every PE; the location task gets an encoder pass of its own (lesson 09)',
         dict(method='cmae', loc_mode='separate'),
     ),
+    'CMAE w/o contrastive, location in its own pass': (
+        'lambda_ctr = 0; the location task in an encoder pass of its own',
+        dict(method='cmae', lambda_ctr=0.0, loc_mode='separate'),
+    ),
     'location, paper, L2 loss': (
         "lambda_ctr = 0; the literal task with Eq. 5's L2 loss on the softmax",
         dict(method='cmae', lambda_ctr=0.0, loc_mode='paper', loc_loss='l2'),
