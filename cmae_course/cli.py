@@ -282,7 +282,7 @@ def cmae_pretrain(
     lambda_ctr:float=0.3,     # weight of the contrastive loss (the paper: 1; 0.3 won the workshop sweep, lesson 16)
     lambda_loc:float=1.,      # weight of the location loss
     lambda_rec:float=1.,      # weight of the reconstruction loss
-    loc_mode:str=None,        # location task: droppos (default, non-trivial) | separate (droppos in an encoder pass of its own) | paper (literal)
+    loc_mode:str=None,        # location task: separate (default: DropPos in an encoder pass of its own) | droppos (DropPos in the pass the other tasks share) | paper (literal)
     loc_loss:str='ce',        # location loss: ce | l2 (the paper's Eq. 5 on softmax) | l2_logits (Eq. 5 on raw outputs)
     pos_mask_ratio:float=0.75, # droppos: share of the visible tokens whose position embedding is dropped (and scored)
     tau:float=0.2,            # InfoNCE temperature

@@ -78,7 +78,9 @@ class CMAEConfig:
     moco_k: int|None = None                               # MoCo queue (None: from the data)
     # CMAE's tasks
     lambda_ctr: float = 0.3; lambda_loc: float = 1.; lambda_rec: float = 1.
-    loc_mode: str|None = None; loc_loss: str = 'ce'; pos_mask_ratio: float = 0.75
+    # the location task in an encoder pass of its own (lesson 16: DropPos in the shared pass costs the other
+    # two tasks); None = the model's own default, 'droppos' (checkpoints from before this default say None)
+    loc_mode: str|None = 'separate'; loc_loss: str = 'ce'; pos_mask_ratio: float = 0.75
     tau: float = 0.2; norm_pix: bool = False
     color: str = 'on'     # colour jitter + grayscale (CMAE, MoCo views): on (both views) | key (the momentum view only) | off
     # ContrastiveCrop

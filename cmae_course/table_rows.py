@@ -84,32 +84,41 @@ EXTRA_ROWS = {
     # the location task on its own terms (lesson 08): no contrastive task, so each row costs an MAE
     # run
     'location, DropPos 0.25': (
-        'lambda_ctr = 0; 25% of the visible tokens lose their PE (75% by default)',
-        dict(method='cmae', lambda_ctr=0.0, pos_mask_ratio=0.25),
+        'lambda_ctr = 0; 25% of the visible tokens lose their PE (75% by default); one shared pass',
+        dict(method='cmae', lambda_ctr=0.0, pos_mask_ratio=0.25, loc_mode='droppos'),
     ),
     'location, 7 of 63 without PE': (
         'lambda_ctr = 0; mask ratio 0.02 and 10% of the visible tokens lose their PE: the easiest '
         'DropPos case, every scored token among anchors; 2 epochs (a 63-token pass is slow)',
-        dict(method='cmae', lambda_ctr=0.0, mask_ratio=0.02, pos_mask_ratio=0.1, epochs=2),
+        dict(method='cmae', lambda_ctr=0.0, mask_ratio=0.02, pos_mask_ratio=0.1, epochs=2, loc_mode='droppos'),
     ),
     'location, paper': (
         "lambda_ctr = 0; the paper's literal task: every scored token keeps its PE",
         dict(method='cmae', lambda_ctr=0.0, loc_mode='paper'),
     ),
-    # is it the task or the position dropout? The PEs of 75% of the visible tokens are dropped as in
-    # CMAE, but the location loss weighs 1e-4: the head still trains, the encoder gets no signal
+    # is it the task or the position dropout? The PEs of 75% of the visible tokens are dropped in the
+    # pass all three tasks share, but the location loss weighs 1e-4: the head still trains, the
+    # encoder gets no signal
     'CMAE, PE dropout only': (
-        'position dropout as CMAE (75% of visible tokens), location loss weight 1e-4 (no task)',
-        dict(method='cmae', lambda_loc=1e-4),
+        'position dropout in the shared pass (75% of visible tokens), location loss weight 1e-4 (no task)',
+        dict(method='cmae', lambda_loc=1e-4, loc_mode='droppos'),
     ),
-    # the location task where nothing in the image tells a position (lesson 16, the letters): less of it
+    # the location task where nothing in the image tells a position (lesson 16, the letters), in the
+    # pass the three tasks share (the default before the own pass): less of it
+    'CMAE, location in the shared pass': (
+        "DropPos in the encoder pass all three tasks share (lesson 09's 'droppos'): reconstruction and "
+        'contrast see 75% of the visible tokens without their PE',
+        dict(method='cmae', loc_mode='droppos'),
+    ),
     'CMAE, DropPos 0.25': (
-        '25% of the visible tokens lose their PE and are scored (75% by default)',
-        dict(method='cmae', pos_mask_ratio=0.25),
+        'in the shared pass, 25% of the visible tokens lose their PE and are scored (75% by default)',
+        dict(method='cmae', pos_mask_ratio=0.25, loc_mode='droppos'),
     ),
-    'CMAE, location weight 0.1': ('lambda_loc = 0.1 instead of 1', dict(method='cmae', lambda_loc=0.1)),
+    'CMAE, location weight 0.1': ('in the shared pass, lambda_loc = 0.1 instead of 1',
+                                  dict(method='cmae', lambda_loc=0.1, loc_mode='droppos')),
     'CMAE, location in its own pass': (
-        'reconstruction and contrast see every PE; the location task gets an encoder pass of its own (lesson 09)',
+        'reconstruction and contrast see every PE; the location task gets an encoder pass of its own '
+        '(lesson 09; the default since this row)',
         dict(method='cmae', loc_mode='separate'),
     ),
     'CMAE w/o contrastive, location in its own pass': (
