@@ -45,16 +45,18 @@ def matmul_peak(dtype=torch.float32, device='cpu', n=None, iters=None) -> float:
 # %% ../nbs/15_bench.ipynb #c8b2bc24
 def build_bench_model(method='mae', arch='vit_base', *, img_size=64, patch_size=8,
                       decoder='transformer', dec_dim=512, dec_depth=8, dec_heads=16,
-                      depth=None) -> nn.Module:
+                      depth=None, loc_mode=None) -> nn.Module:
     """The model a training step is timed on, built as every run builds it: `config.build_model` of
     a `CMAEConfig` with `method` 'mae' or 'cmae' (every CMAE task on), the encoder at its own depth
-    unless `depth` is given, MAE's 16 decoder heads. The config checks the other arguments."""
+    unless `depth` is given, MAE's 16 decoder heads, and the recipe's location pass unless `loc_mode`
+    is given. The config checks the other arguments."""
     if method not in ('mae', 'cmae'):
         raise ValueError(f"method={method!r} unknown; choose 'mae' or 'cmae'")
     if depth is None and arch in VIT_SIZES: depth = VIT_SIZES[arch]['depth']
     return build_model(CMAEConfig(
         method=method, arch=arch, depth=depth, img_size=img_size, patch_size=patch_size,
-        decoder=decoder, dec_dim=dec_dim, dec_depth=dec_depth, dec_heads=dec_heads))
+        decoder=decoder, dec_dim=dec_dim, dec_depth=dec_depth, dec_heads=dec_heads,
+        **({} if loc_mode is None else dict(loc_mode=loc_mode))))
 
 def _loss(model, imgs, method):
     out = model(imgs) if method == 'mae' else model(imgs, imgs.roll(1, dims=-1))
@@ -154,6 +156,7 @@ def bench(method='mae', arch='vit_base', *, decoder='transformer', dec_dim=512, 
                 achieved_gflops_per_s=round(achieved, 1),
                 peak_gflops_per_s=round(peak, 1), mfu=round(achieved / peak, 3),
                 peak_mem_mb=round(peak_memory_mb(device), 1),
+                **({'loc_mode': model.loc_mode} if method == 'cmae' else {}),
                 **(dict(auto_choice=precision, precisions=measured) if measured else {}))
 
 # %% ../nbs/15_bench.ipynb #9131404e
@@ -224,6 +227,7 @@ def cmae_bench(
     loader:store_true=False,   # time the training DataLoader alone instead (img/s); with --data and --workers
     data:str=None,             # with --loader: a dataset folder (default: the embedded dataset)
     workers:int=0,             # with --loader: DataLoader worker processes
+    loc_mode:str=None,         # with --method cmae: the location task's pass, separate (the recipe's default) | droppos | paper
 ):
     """Time a pretraining step and print JSON: img/s, step time split, FLOPs, achieved GFLOP/s,
     matmul peak, mfu, peak memory."""
@@ -242,6 +246,9 @@ def cmae_bench(
     kw = dict(img_size=img_size, patch_size=patch_size, bs=bs, device=device, steps=steps,
               warmup=warmup)
     if depth: kw['depth'] = depth
+    if loc_mode is not None:
+        if method != 'cmae': raise ValueError('--loc-mode chooses how CMAE runs its location task: add --method cmae')
+        kw['loc_mode'] = loc_mode
     if decoders:
         print(json.dumps(decoder_table(arch, precision=precision,
                                        **{k: v for k, v in kw.items() if k != 'depth'}), indent=1))
@@ -256,7 +263,7 @@ def cmae_bench(
         r['speedup_vs_baseline'] = round(r['img_per_s'] / b['img_per_s'], 3)
     if compare_mae and method == 'cmae':
         m = bench('mae', arch, decoder=decoder, dec_dim=dec_dim, dec_depth=dec_depth,
-                  precision=precision, compile=compile, **kw)
+                  precision=precision, compile=compile, **{k: v for k, v in kw.items() if k != 'loc_mode'})
         fr, tr = (r['model_gflops_per_step'] / m['model_gflops_per_step'],
                   r['step_ms'] / m['step_ms'])
         r['mae'] = {k: m[k] for k in ('img_per_s', 'step_ms', 'model_gflops_per_step', 'mfu')}

@@ -57,17 +57,17 @@ def test_cli_argv_spellings():
         '--fewlabel', 'off', '--fewlabel', 'on', '--n_train', '3']
 
 
-def test_location_in_its_own_pass_trains_and_is_recorded(tmp_path):
-    """`--loc-mode separate` (lesson 16's row 'CMAE, location in its own pass'): a tiny run ends, scores the location task
-    every epoch, and its checkpoint's config says which mode made it."""
+def test_location_in_the_shared_pass_trains_and_is_recorded(tmp_path):
+    """`--loc-mode droppos` (the location task in the pass all three tasks share, the default before the own pass): a tiny run
+    ends, scores the location task every epoch, and its checkpoint's config says which mode made it."""
     out = tmp_path/'run'
-    r = run(*TINY, '--epochs', '1', '--no-probe', '--no-figures', '--loc-mode', 'separate', '--out', str(out))
+    r = run(*TINY, '--epochs', '1', '--no-probe', '--no-figures', '--loc-mode', 'droppos', '--out', str(out))
     assert r.returncode == 0, r.stderr[-3000:]
     hist = json.loads((out/'metrics.json').read_text())
     assert isinstance(hist[-1]['loc'], float) and 0 <= hist[-1]['loc_acc'] <= 1, hist
     import torch
     ck = torch.load(out/'ckpt_e0001.pt', map_location='cpu', weights_only=False)
-    assert ck['config']['loc_mode'] == 'separate', ck['config']
+    assert ck['config']['loc_mode'] == 'droppos', ck['config']
 
 
 def test_tiny_cmae_run_writes_outputs(tmp_path):
