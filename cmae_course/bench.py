@@ -246,24 +246,24 @@ def cmae_bench(
     kw = dict(img_size=img_size, patch_size=patch_size, bs=bs, device=device, steps=steps,
               warmup=warmup)
     if depth: kw['depth'] = depth
-    if loc_mode is not None:
-        if method != 'cmae': raise ValueError('--loc-mode chooses how CMAE runs its location task: add --method cmae')
-        kw['loc_mode'] = loc_mode
+    if loc_mode is not None and method != 'cmae':
+        raise ValueError('--loc-mode chooses how CMAE runs its location task: add --method cmae')
+    own = {} if loc_mode is None else dict(loc_mode=loc_mode)     # the CMAE steps only
     if decoders:
         print(json.dumps(decoder_table(arch, precision=precision,
                                        **{k: v for k, v in kw.items() if k != 'depth'}), indent=1))
         return
     r = bench(method, arch, decoder=decoder, dec_dim=dec_dim, dec_depth=dec_depth,
-              precision=precision, compile=compile, **kw)
+              precision=precision, compile=compile, **kw, **own)
     if baseline:
         b = bench(method, arch, decoder=decoder, dec_dim=dec_dim, dec_depth=dec_depth,
-                  precision='fp32', opt='plain', **kw)
+                  precision='fp32', opt='plain', **kw, **own)
         r['baseline_fp32_eager_plain_adamw'] = {
             k: b[k] for k in ('img_per_s', 'step_ms', 'split_ms', 'mfu')}
         r['speedup_vs_baseline'] = round(r['img_per_s'] / b['img_per_s'], 3)
     if compare_mae and method == 'cmae':
         m = bench('mae', arch, decoder=decoder, dec_dim=dec_dim, dec_depth=dec_depth,
-                  precision=precision, compile=compile, **{k: v for k, v in kw.items() if k != 'loc_mode'})
+                  precision=precision, compile=compile, **kw)
         fr, tr = (r['model_gflops_per_step'] / m['model_gflops_per_step'],
                   r['step_ms'] / m['step_ms'])
         r['mae'] = {k: m[k] for k in ('img_per_s', 'step_ms', 'model_gflops_per_step', 'mfu')}
