@@ -4,14 +4,14 @@
 
 # %% ../nbs/13_cli.ipynb #156e0454
 from __future__ import annotations
-import json, os, sys, textwrap, time
+import inspect, json, os, shlex, sys, textwrap, time
 from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
 import torch.nn as nn
 import torch.distributed as dist
-from fastcore.script import call_parse, is_cli
+from fastcore.script import anno_parser, call_parse, is_cli
 
 import random
 import numpy as np
@@ -30,12 +30,13 @@ from .train import (ssl_learner, fit_ssl, lr_from_blr, NonFiniteLossError,
 from .moco import auto_queue_size, MoCoBlur
 from .finetune import KNNMonitorCallback
 from .evaluate import evaluate_encoder
+from .probes import PROBE_SOLVER
 from .checkpoint import (SaveCheckpoints, ResumeState, latest_checkpoint,
                                     load_checkpoint, restore_learner, atomic_save)
 
 # %% auto #0
 __all__ = ['NEAR_CHANCE', 'NOT_LEARNED', 'evaluate_frozen', 'print_summary', 'plot_losses', 'plot_reconstructions', 'DataError',
-           'run_callbacks', 'pretrain', 'cmae_pretrain', 'main']
+           'run_callbacks', 'pretrain', 'cmae_pretrain', 'main', 'evaluate_run']
 
 # %% ../nbs/13_cli.ipynb #262c92a1
 def evaluate_frozen(encoder:nn.Module, dls, valid_ims, c:CMAEConfig) -> dict:
@@ -233,7 +234,7 @@ def pretrain(c:CMAEConfig) -> dict:
     if is_rank0():
         atomic_save(net.encoder.state_dict(), out/'encoder.pt')
         if c.figures and c.epochs > 0: _figures(net, learn, dls, valid_ims, c, out)
-        if c.probe: summary.update(evaluate_frozen(net.encoder, dls, valid_ims, c), **floor)
+        if c.probe: summary.update(evaluate_frozen(net.encoder, dls, valid_ims, c), probe_solver=PROBE_SOLVER, **floor)
         summary['wall_seconds'] = round(time.perf_counter() - t_start, 1)
         (out/'summary.json').write_text(json.dumps(summary, indent=1))
         print_summary(summary)
@@ -331,3 +332,29 @@ def cmae_pretrain(
 def main():
     "The `cmae_pretrain` console script; `--ccrop` / `--no-ccrop` mean `--ccrop on|off`, and so for `--color`."
     return run_script(cmae_pretrain, switches=('ccrop', 'color'))
+
+# %% ../nbs/13_cli.ipynb #2ccbad2d
+def evaluate_run(folder, command:str|None=None, floor:bool=False) -> dict:
+    """`evaluate_frozen` again for the finished `cmae_pretrain` run in `folder`: its `encoder.pt`,
+    on the data of `command` (default: the run's `command.txt`), the summary figures of the probe as
+    it is now, with `probe_solver`; `floor` adds the untrained encoder's (`untrained_*`), built from
+    the command's seed as `pretrain` builds it. Runs on the command's device, as a single process."""
+    folder = Path(folder)
+    if command is None:
+        if not (folder/'command.txt').is_file():
+            raise FileNotFoundError(f"{folder}: no command.txt (pass the command that made the run)")
+        command = (folder/'command.txt').read_text()
+    if not (folder/'encoder.pt').is_file(): raise FileNotFoundError(f"{folder}: no encoder.pt")
+    args = anno_parser(cmae_pretrain.__wrapped__).parse_args(
+        dashed_argv(shlex.split(command)[1:], ('ccrop', 'color')))
+    params = inspect.signature(cmae_pretrain.__wrapped__).parameters
+    c = resolve_config(**{k: v for k, v in vars(args).items() if k in params})
+    device = pick_device(c.device)
+    _seed_all(c.seed)
+    dls, (_, valid_ims) = build_data(c, device)
+    _seed_all(c.seed)
+    encoder = build_model(c).encoder.to(device)
+    out = {}
+    if floor: out = {'untrained_' + k: v for k, v in evaluate_frozen(encoder, dls, valid_ims, c).items()}
+    encoder.load_state_dict(torch.load(folder/'encoder.pt', map_location=device, weights_only=True))
+    return dict(evaluate_frozen(encoder, dls, valid_ims, c), probe_solver=PROBE_SOLVER, **out)

@@ -8,7 +8,8 @@ import hashlib, json, os, shlex, signal, statistics, subprocess, sys, time
 from pathlib import Path
 from fastcore.script import call_parse
 from .config import run_script
-from .probes import logistic_probe, knn_eval
+from .probes import logistic_probe, knn_eval, PROBE_SOLVER
+from .cli import evaluate_run
 from .evaluate import run_eval, load_eval_data, few_label_settings
 from .table_rows import (ROWS, EXTRA_ROWS, BASELINES, MAIN_ROWS, PAPER_TOP1, slug,
                                     row_options, parse_rows, run_command, paper_commands)
@@ -44,6 +45,23 @@ def _check_reuse(folder:Path, cmd:str):
         raise ValueError(f"{folder}: a finished run of another command ({f.read_text().strip()}); "
                          "use another --out or delete that folder")
 
+def _write_json(f:Path, obj):
+    "Write `obj` to `f` whole or not at all (a temporary file, then a rename)."
+    tmp = f.with_name(f'.{f.name}.tmp')
+    tmp.write_text(json.dumps(obj, indent=1))
+    os.replace(tmp, f)
+
+def _reprobe(folder:Path, s:dict, cmd:str) -> dict:
+    """A reused run whose frozen-feature figures were made by another probe solver than
+    `PROBE_SOLVER` (older summaries name none) is evaluated again by `cli.evaluate_run`, its floor
+    too if it has one; its summary.json is rewritten with the new figures, the old ones kept under
+    `probe_then`. Training, task metrics and timings are the run's own."""
+    new = evaluate_run(folder, cmd, floor='untrained_linprobe_top1' in s)
+    then = {k: s.get(k) for k in new}
+    s = {**s, **new, 'probe_then': then}
+    _write_json(folder/'summary.json', s)
+    return s
+
 def _few_label(folder:Path, seed:int, data=None) -> dict:
     """Few-label fine-tuning of the run's `encoder.pt` (`evaluate.few_label_finetune`), kept beside
     the run in `fewlabel-<settings hash>.json`: a result made with other settings (an older
@@ -51,10 +69,7 @@ def _few_label(folder:Path, seed:int, data=None) -> dict:
     s = json.dumps(few_label_settings(), sort_keys=True)
     f = folder/f"fewlabel-{hashlib.sha1(s.encode()).hexdigest()[:8]}.json"
     if not f.exists():
-        r = run_eval(folder/'encoder.pt', data, 'fewlabel', seed=seed)
-        tmp = f.with_name(f'.{f.name}.tmp')
-        tmp.write_text(json.dumps(r, indent=1))
-        os.replace(tmp, f)
+        _write_json(f, run_eval(folder/'encoder.pt', data, 'fewlabel', seed=seed))
     return json.loads(f.read_text())
 
 def raw_pixel_result(seed:int, data=None, img_size:int=32) -> dict:
@@ -68,6 +83,7 @@ def raw_pixel_result(seed:int, data=None, img_size:int=32) -> dict:
         linprobe_top1=round(lin['top1'] / 100, 4),
         probe_train_acc=round(lin['train_acc'] / 100, 4),
         knn_top1=round(knn['top1'] / 100, 4),
+        probe_solver=PROBE_SOLVER,
         train_seconds=0.0,
     )
 
@@ -87,7 +103,8 @@ def run_experiments(
     """Run the `BASELINES` (if `baselines`) and `rows` (default: all of `ROWS`) x `seeds` with the
     `shared` cmae_pretrain options, each run evaluated the same way: kNN and the converged probe
     (`cmae_pretrain`'s own evaluation) and, if `fewlabel`, few-label fine-tuning of its
-    `encoder.pt`. Finished runs of the same command are reused (`_check_reuse`). Results also in
+    `encoder.pt`. Finished runs of the same command are reused (`_check_reuse`), evaluated again
+    if another probe solver made their figures (`_reprobe`). Results also in
     `out/results.json`, with `command`."""
     out, rows = Path(out), list(ROWS) if rows is None else list(rows)
     # unknown names, and finished runs of other commands, fail before anything runs
@@ -101,13 +118,12 @@ def run_experiments(
         for seed in seeds:
             folder = out/slug(name)/f'seed{seed}'
             done, t0 = (folder/'summary.json').exists(), time.perf_counter()
+            old = done and json.loads((folder/'summary.json').read_text()).get('probe_solver') != PROBE_SOLVER
             if name == 'raw pixels':
                 cmd = f"raw_pixel_result({seed})"
-                if not done:
+                if not done or old:
                     folder.mkdir(parents=True, exist_ok=True)
-                    (folder / 'summary.json').write_text(
-                        json.dumps(raw_pixel_result(seed, shared.get('data')), indent=1)
-                    )
+                    _write_json(folder/'summary.json', raw_pixel_result(seed, shared.get('data')))
                 s, ft = json.loads((folder/'summary.json').read_text()), {}
             else:
                 cmd = shlex.join(run_command(name, seed, out, extra, **shared))
@@ -116,6 +132,7 @@ def run_experiments(
                     if done
                     else _run(shlex.split(cmd), folder, threads)
                 )
+                if old and 'linprobe_top1' in s: s = _reprobe(folder, s, cmd)
                 ft = _few_label(folder, seed, shared.get('data')) if fewlabel else {}
             res.append(
                 dict(
@@ -132,7 +149,8 @@ def run_experiments(
                 f"{name:28s} seed {seed}: linear {s.get('linprobe_top1')}  knn {s.get('knn_top1')} "
                 f" few-label "
                 f"{res[-1]['fewlabel_top1']}  "
-                f"{'(done before)' if done else f'{time.perf_counter() - t0:.0f} s'}"
+                + (f"{time.perf_counter() - t0:.0f} s" if not done else
+                   f"(done before, probed again: {time.perf_counter() - t0:.0f} s)" if old else "(done before)")
             )
     out.mkdir(parents=True, exist_ok=True)
     (out / 'results.json').write_text(
