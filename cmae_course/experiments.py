@@ -264,11 +264,17 @@ def load_results(path) -> dict:
 
 # %% ../nbs/16_experiments.ipynb #9e906d27
 def made_by(res:dict) -> str:
-    """The command that made results file `res`, with its `note`, and, for one made with earlier defaults, the command
-    that makes it now (`reproduce`)."""
+    """The command that made results file `res`, with its `note`; for one made with earlier defaults, the command
+    that makes it now (`reproduce`); and which probe solver made its probe figures (`probed_again`, `probe_then`)."""
     lines = [res['command']]
     if res.get('note'): lines.append(f"  note: {res['note']}")
     if res.get('reproduce'): lines.append(f"  made with earlier defaults; to make it now: {res['reproduce']}")
+    if res.get('probed_again'):
+        moved = max(map(abs, res['probed_again']['probe_moved_points']))
+        lines.append(f"  probe figures made again at commit {res['probed_again']['commit']} by the preconditioned probe "
+                     f"(each moved by {moved:.1f} points at most)")
+    if res.get('probe_then'):
+        lines.append("  probe figures from the probe's first solver (plain L-BFGS, capped before it always converged)")
     return '\n'.join(lines)
 
 # %% ../nbs/16_experiments.ipynb #ffed5d4f
