@@ -120,12 +120,10 @@ def _say(*a):
     if is_rank0(): print(*a, flush=True)
 
 class DataError(ValueError):
-    """A problem with the dataset (unreadable split, bad annotation, ...): `cmae_pretrain` stops on
-    it before any training."""
+    "A problem with the dataset (unreadable split, bad annotation, ...): `cmae_pretrain` stops before any training."
 
 def _calib_note(cal:dict|None) -> str:
-    """' (auto: fp32 0.52 s, bf16 0.31 s per step, measured)': how --precision auto chose, for the
-    run header."""
+    "' (auto: fp32 0.52 s, bf16 0.31 s per step, measured)': how --precision auto chose, for the run header."
     if not cal: return ''
     times = ', '.join(f"{p} {s:.3g} s" for p, s in cal['step_s'].items())
     return f" (auto: {times} per forward+backward, {'cached' if cal['cached'] else 'measured'})"
@@ -145,17 +143,15 @@ def run_callbacks(c:CMAEConfig, dls, valid_ims, out:Path) -> list:
     "The callbacks a run adds to `ssl_learner`'s: checkpoints, resume, and what the config asks for."
     cbs = [SaveCheckpoints(out, keep=c.keep, config=asdict(c)), ResumeState()]
     if c.use_ccrop:
-        cbs.append(BoxRefreshCallback(warmup=c.ccrop_warmup, interval=c.ccrop_interval,
-                                      k=c.ccrop_k, source=c.ccrop_source,
-                                      eval_ds=eval_view(dls.train.dataset), bs=256))
+        cbs.append(BoxRefreshCallback(warmup=c.ccrop_warmup, interval=c.ccrop_interval, k=c.ccrop_k,
+                                      source=c.ccrop_source, eval_ds=eval_view(dls.train.dataset), bs=256))
     # test hook: 'RANK:STEP' makes that rank's loss NaN once
     if os.environ.get('CMAE_INJECT_NAN'):
         cbs.append(InjectNaN(*(int(v) for v in os.environ['CMAE_INJECT_NAN'].split(':'))))
     if c.method == 'mocov2': cbs.append(MoCoBlur())
     # kNN monitor -> knn_top1/knn_top5 columns of metrics.json
     if c.knn_every and is_rank0():
-        cbs.append(KNNMonitorCallback(eval_view(dls.train.dataset),
-                                      ViewDataset(valid_ims, 'eval', c.img_size),
+        cbs.append(KNNMonitorCallback(eval_view(dls.train.dataset), ViewDataset(valid_ims, 'eval', c.img_size),
                                       every=c.knn_every, readout='mean'))
     return cbs
 
@@ -335,26 +331,19 @@ def main():
 
 # %% ../nbs/13_cli.ipynb #2ccbad2d
 def evaluate_run(folder, command:str|None=None, floor:bool=False) -> dict:
-    """`evaluate_frozen` again for the finished `cmae_pretrain` run in `folder`: its `encoder.pt`,
-    on the data of `command` (default: the run's `command.txt`), the summary figures of the probe as
-    it is now, with `probe_solver`; `floor` adds the untrained encoder's (`untrained_*`), built from
-    the command's seed as `pretrain` builds it. Runs on the command's device, as a single process."""
+    """`evaluate_frozen` again for the finished `cmae_pretrain` run in `folder`: its `encoder.pt` on the data of
+    `command` (default: its `command.txt`), by the probe as it is now (`probe_solver`); `floor` adds the untrained
+    encoder's figures (`untrained_*`), built from the command's seed as `pretrain` builds it."""
     folder = Path(folder)
-    if command is None:
-        if not (folder/'command.txt').is_file():
-            raise FileNotFoundError(f"{folder}: no command.txt (pass the command that made the run)")
-        command = (folder/'command.txt').read_text()
-    if not (folder/'encoder.pt').is_file(): raise FileNotFoundError(f"{folder}: no encoder.pt")
-    args = anno_parser(cmae_pretrain.__wrapped__).parse_args(
-        dashed_argv(shlex.split(command)[1:], ('ccrop', 'color')))
+    for f in ('encoder.pt',) + (('command.txt',) if command is None else ()):
+        if not (folder/f).is_file(): raise FileNotFoundError(f"{folder}: no {f}")
+    argv = shlex.split(command or (folder/'command.txt').read_text())[1:]
+    args = anno_parser(cmae_pretrain.__wrapped__).parse_args(dashed_argv(argv, ('ccrop', 'color')))
     params = inspect.signature(cmae_pretrain.__wrapped__).parameters
     c = resolve_config(**{k: v for k, v in vars(args).items() if k in params})
     device = pick_device(c.device)
-    _seed_all(c.seed)
-    dls, (_, valid_ims) = build_data(c, device)
-    _seed_all(c.seed)
-    encoder = build_model(c).encoder.to(device)
-    out = {}
-    if floor: out = {'untrained_' + k: v for k, v in evaluate_frozen(encoder, dls, valid_ims, c).items()}
+    _seed_all(c.seed); dls, (_, valid_ims) = build_data(c, device)
+    _seed_all(c.seed); encoder = build_model(c).encoder.to(device)
+    out = {'untrained_' + k: v for k, v in evaluate_frozen(encoder, dls, valid_ims, c).items()} if floor else {}
     encoder.load_state_dict(torch.load(folder/'encoder.pt', map_location=device, weights_only=True))
     return dict(evaluate_frozen(encoder, dls, valid_ims, c), probe_solver=PROBE_SOLVER, **out)

@@ -104,7 +104,7 @@ def run_experiments(
     `shared` cmae_pretrain options, each run evaluated the same way: kNN and the converged probe
     (`cmae_pretrain`'s own evaluation) and, if `fewlabel`, few-label fine-tuning of its
     `encoder.pt`. Finished runs of the same command are reused (`_check_reuse`), evaluated again
-    if another probe solver made their figures (`_reprobe`). Results also in
+    if another probe solver made their figures and their `encoder.pt` is there (`_reprobe`). Results also in
     `out/results.json`, with `command`."""
     out, rows = Path(out), list(ROWS) if rows is None else list(rows)
     # unknown names, and finished runs of other commands, fail before anything runs
@@ -132,19 +132,13 @@ def run_experiments(
                     if done
                     else _run(shlex.split(cmd), folder, threads)
                 )
-                if old and 'linprobe_top1' in s: s = _reprobe(folder, s, cmd)
+                if old and 'linprobe_top1' in s and (folder/'encoder.pt').is_file(): s = _reprobe(folder, s, cmd)
+                else: old = False     # no encoder to probe again: its figures stay, and its summary names no solver
                 ft = _few_label(folder, seed, shared.get('data')) if fewlabel else {}
-            res.append(
-                dict(
-                    row=name,
-                    seed=seed,
-                    command=cmd,
-                    **s,
-                    fewlabel_top1=(round(ft['top1'] / 100, 4) if ft else None),
-                    fewlabel_train_acc=(round(ft['train_top1'] / 100, 4)
-                                        if ft.get('train_top1') is not None else None),
-                )
-            )
+            res.append(dict(row=name, seed=seed, command=cmd, **s,
+                            fewlabel_top1=(round(ft['top1'] / 100, 4) if ft else None),
+                            fewlabel_train_acc=(round(ft['train_top1'] / 100, 4)
+                                                if ft.get('train_top1') is not None else None)))
             log(
                 f"{name:28s} seed {seed}: linear {s.get('linprobe_top1')}  knn {s.get('knn_top1')} "
                 f" few-label "
@@ -153,19 +147,9 @@ def run_experiments(
                    f"(done before, probed again: {time.perf_counter() - t0:.0f} s)" if old else "(done before)")
             )
     out.mkdir(parents=True, exist_ok=True)
-    (out / 'results.json').write_text(
-        json.dumps(
-            dict(
-                command=command,
-                shared=shared,
-                extra=extra,
-                seeds=list(seeds),
-                seconds=round(time.perf_counter() - t_all, 1),
-                runs=res,
-            ),
-            indent=1,
-        )
-    )
+    (out / 'results.json').write_text(json.dumps(dict(
+        command=command, shared=shared, extra=extra, seeds=list(seeds),
+        seconds=round(time.perf_counter() - t_all, 1), runs=res), indent=1))
     return res
 
 # %% ../nbs/16_experiments.ipynb #c5d833a7

@@ -274,9 +274,7 @@ def linear_probe(train_feats: Tensor, train_labels: Tensor, val_feats: Tensor, v
 
 # %% ../nbs/12_eval.ipynb #e53b9dda
 PROBE_WDS = (1e-5, 1e-4, 1e-3, 1e-2, 1e-1)   # L2 weights the converged probe chooses from
-# the solver behind every probe figure, recorded in each run's summary: a figure made by an older one
-# (plain L-BFGS, capped at 1000 iterations before it converged) can be found and made again
-PROBE_SOLVER = 'lbfgs-eigen'
+PROBE_SOLVER = 'lbfgs-eigen'   # names the solver in every summary: figures by the first one (plain L-BFGS) can be found
 
 def standardize(train: Tensor, *others: Tensor) -> list[Tensor]:
     """z-score each feature with the TRAINING features' mean and std, and apply the same map to
@@ -285,51 +283,41 @@ def standardize(train: Tensor, *others: Tensor) -> list[Tensor]:
     return [(f - mu) / sd for f in (train, *others)]
 
 def eigen_basis(x: Tensor) -> tuple[Tensor, Tensor]:
-    """The eigen-directions of the features' second moment x^T x / N, x: (N, D) -> (eigenvalues
-    (D,), eigenvectors U (D, D) as columns), float64: what `fit_logistic` preconditions with."""
-    x = x.double()
-    lam, U = torch.linalg.eigh(x.T @ x / len(x))
+    "x: (N, D) -> eigenvalues (D,) and eigenvectors U (D, D, as columns) of x^T x / N, float64."
+    lam, U = torch.linalg.eigh(x.double().T @ x.double() / len(x))
     return lam.clamp_min(0), U
 
 def fit_logistic(x: Tensor, y: Tensor, n_classes: int, wd: float = 1e-3, max_iter: int = 1000,
                  tol: float = 1e-6, init: tuple | None = None, precondition: bool = True,
                  basis: tuple | None = None) -> dict:
-    """Multinomial logistic regression `x W + b` minimising mean cross-entropy + wd/2 ||W||^2 (a
-    strictly convex problem for wd > 0: one solution, whatever the start), solved by full-batch
-    L-BFGS (float64, strong-Wolfe line search). With `precondition` it runs in the coordinates
-    W = U diag(d) V, U, lam = `basis` (default `eigen_basis(x)`), d = (lam + n_classes * wd)^-1/2:
-    the same problem and solution, with a Hessian close to the identity (the lesson). x: (N, D),
-    y: (N,); `init` = (W, b) to start from (a warm start), else zeros -> dict W (D, C), b (C,),
-    train `loss` (cross-entropy alone) and `acc` (percent), `grad_norm` (largest entry of the
-    gradient in W at the end: below `tol` = converged), `iters`."""
-    x, y, C = x.double(), y.long(), n_classes
-    D = x.shape[1]
+    """Multinomial logistic regression `x W + b`, minimising mean cross-entropy + wd/2 ||W||^2 (strictly
+    convex for wd > 0: one solution), by full-batch L-BFGS (float64, strong Wolfe). `precondition`:
+    in the coordinates W = U diag(d) V, (lam, U) = `basis` (default `eigen_basis(x)`), d = (lam +
+    n_classes * wd)^-1/2: the same problem and solution, a Hessian near the identity. x: (N, D), y:
+    (N,), `init` = (W, b) to start from -> W (D, C), b (C,), train `loss` (cross-entropy) and `acc`
+    (%), `grad_norm` (largest gradient entry in W at the end: below `tol` = converged), `iters`."""
+    x, y, C, D = x.double(), y.long(), n_classes, x.shape[1]
     if precondition:
         lam, U = basis if basis is not None else eigen_basis(x)
         d = (lam.double() + C * wd).rsqrt()
         z = (x @ U.double()) * d                    # the features in the new coordinates
-    else:
-        U, d, z = torch.eye(D, dtype=x.dtype), x.new_ones(D), x
-    W0 = init[0].double() if init else x.new_zeros(D, C)
-    V = ((U.T @ W0) / d[:, None]).requires_grad_(True)
+    else: U, d, z = torch.eye(D, dtype=x.dtype), x.new_ones(D), x
+    V = ((U.T @ (init[0].double() if init else x.new_zeros(D, C))) / d[:, None]).requires_grad_(True)
     b = (init[1].double().clone() if init else x.new_zeros(C)).requires_grad_(True)
     # the gradient in V is diag(d) U^T (the gradient in W): stop when the W-gradient is below tol
-    opt = torch.optim.LBFGS([V, b], lr=1, max_iter=max_iter, history_size=20,
-                            line_search_fn='strong_wolfe', tolerance_grad=tol * d.min().item(),
-                            tolerance_change=1e-12)
+    opt = torch.optim.LBFGS([V, b], lr=1, max_iter=max_iter, history_size=20, line_search_fn='strong_wolfe',
+                            tolerance_grad=tol * d.min().item(), tolerance_change=1e-12)
     def objective():
         opt.zero_grad()
         loss = F.cross_entropy(z @ V + b, y) + 0.5 * wd * (d[:, None] * V).pow(2).sum()
         loss.backward()
         return loss
     opt.step(objective)
-    W = (U @ (d[:, None] * V)).detach().requires_grad_(True)
-    b = b.detach().requires_grad_(True)
+    W, b = (U @ (d[:, None] * V)).detach().requires_grad_(True), b.detach().requires_grad_(True)
     logits = x @ W + b
     loss = F.cross_entropy(logits, y)
     (loss + 0.5 * wd * W.pow(2).sum()).backward()    # the gradient at the solution, in W
-    return dict(W=W.detach(), b=b.detach(), loss=loss.item(),
-                acc=100. * (logits.argmax(1) == y).double().mean().item(),
+    return dict(W=W.detach(), b=b.detach(), loss=loss.item(), acc=100. * (logits.argmax(1) == y).double().mean().item(),
                 grad_norm=max(W.grad.abs().max().item(), b.grad.abs().max().item()),
                 iters=int(opt.state[opt._params[0]]['n_iter']))
 
@@ -342,24 +330,20 @@ def logistic_probe(train_feats: Tensor, train_labels: Tensor, val_feats: Tensor,
     of the TRAINING features (the validation split never chooses), refit on all training features,
     then score val. Returns top1/top5 (percent) and the probe's own numbers: the chosen `wd`, its
     final `train_loss` and `train_acc`, `grad_norm`, `iters`, and `cv` ({wd: held-out top-1}). The
-    weights are tried from the strongest down, each fit starting from the previous solution (a
-    regularisation path), all preconditioned with the eigen-directions of the training features
-    (`fit_logistic`; any fixed basis leaves the solutions unchanged)."""
+    weights are tried from the strongest down, each fit starting from the previous solution, all in
+    the eigen-directions of the training features (`fit_logistic`)."""
     if len(train_feats) < 5:
         raise ValueError(f"need at least 5 training features, got {len(train_feats)}")
     C = n_classes or int(max(train_labels.max(), val_labels.max()).item() + 1)
-    xtr, xva = standardize(train_feats.double(), val_feats.double())
-    ytr = train_labels.long()
+    (xtr, xva), ytr = standardize(train_feats.double(), val_feats.double()), train_labels.long()
     perm = torch.randperm(len(xtr), generator=torch.Generator().manual_seed(seed))
     ho, fit = perm[:max(1, int(holdout * len(xtr)))], perm[max(1, int(holdout * len(xtr))):]
-    basis = eigen_basis(xtr)
-    cv, sols, prev = {}, {}, None
+    basis, cv, sols, prev = eigen_basis(xtr), {}, {}, None
     for wd in sorted(wds, reverse=True):
         r = fit_logistic(xtr[fit], ytr[fit], C, wd, max_iter, init=prev, basis=basis)
         prev = sols[wd] = (r['W'], r['b'])
         cv[wd] = 100. * ((xtr[ho] @ r['W'] + r['b']).argmax(1) == ytr[ho]).double().mean().item()
-    # a tie goes to the stronger regularisation
-    best = max(wds, key=lambda w: (round(cv[w], 6), w))
+    best = max(wds, key=lambda w: (round(cv[w], 6), w))    # a tie goes to the stronger regularisation
     r = fit_logistic(xtr, ytr, C, best, max_iter, init=sols[best], basis=basis)
     top1, top5 = topk_accuracy(xva @ r['W'] + r['b'], val_labels)
     return dict(top1=top1, top5=top5, wd=best, train_loss=r['loss'], train_acc=r['acc'],
