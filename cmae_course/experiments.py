@@ -4,7 +4,7 @@
 
 # %% ../nbs/16_experiments.ipynb #da3a74ce
 from __future__ import annotations
-import hashlib, json, os, shlex, signal, statistics, subprocess, sys, time
+import hashlib, itertools, json, os, shlex, signal, statistics, subprocess, sys, time
 from pathlib import Path
 from fastcore.script import call_parse
 from .config import run_script
@@ -15,8 +15,8 @@ from .table_rows import (ROWS, EXTRA_ROWS, BASELINES, MAIN_ROWS, PAPER_TOP1, slu
                                     row_options, parse_rows, run_command, paper_commands)
 
 # %% auto #0
-__all__ = ['METRICS', 'TASKS', 'TABLE_BUDGET', 'raw_pixel_result', 'run_experiments', 'summarize', 'spread', 'compare',
-           'table_markdown', 'load_results', 'made_by', 'cmae_experiments', 'main']
+__all__ = ['METRICS', 'TASKS', 'TABLE_BUDGET', 'raw_pixel_result', 'run_experiments', 'summarize', 'spread', 'permutation_p',
+           'compare', 'table_markdown', 'load_results', 'made_by', 'cmae_experiments', 'main']
 
 # %% ../nbs/16_experiments.ipynb #89865f07
 def _run(cmd:list[str], folder:Path, threads:int|None=None) -> dict:
@@ -184,21 +184,22 @@ def spread(vals:list) -> float:
     return max(v) - min(v) if v else float('nan')
 
 # %% ../nbs/16_experiments.ipynb #83ac584f
+def permutation_p(a:list, b:list) -> float:
+    """Two-sided exact permutation test of mean(a) - mean(b): the share of all the ways to split the pooled values into groups
+    of len(a) and len(b) whose means differ at least as much. With 3 values a side it cannot fall below 2/20 = 0.1."""
+    v, n = [*a, *b], len(a)
+    gap = lambda idx: abs(statistics.fmean(v[i] for i in idx) - statistics.fmean(v[i] for i in range(len(v)) if i not in idx))
+    splits = list(itertools.combinations(range(len(v)), n))
+    return sum(gap(s) >= gap(range(n)) - 1e-9 for s in splits) / len(splits)
+
 def compare(runs:list[dict], a:str, b:str, metric:str='linear') -> dict:
-    """Row `a` minus row `b` on `metric` (mean over seeds, points), and whether the difference
-    exceeds both rows' seed spreads."""
+    """Row `a` minus row `b` on `metric` (mean over seeds, points); whether the difference exceeds both rows' seed spreads
+    (`beyond_spread`); and its exact permutation-test p value over the seeds (`p`)."""
     S = {d['row']: d for d in summarize(runs)}
-    mean = lambda r: statistics.fmean(100 * x for x in S[r][metric] if x is not None)
-    d = mean(a) - mean(b)
-    return dict(
-        a=a,
-        b=b,
-        metric=metric,
-        diff=d,
-        spread_a=spread(S[a][metric]),
-        spread_b=spread(S[b][metric]),
-        beyond_spread=abs(d) > max(spread(S[a][metric]), spread(S[b][metric])),
-    )
+    va, vb = ([100 * x for x in S[r][metric] if x is not None] for r in (a, b))
+    d, sa, sb = statistics.fmean(va) - statistics.fmean(vb), spread(S[a][metric]), spread(S[b][metric])
+    return dict(a=a, b=b, metric=metric, diff=d, spread_a=sa, spread_b=sb, beyond_spread=abs(d) > max(sa, sb),
+                p=permutation_p(va, vb))
 
 def _task(d:dict) -> str:
     """The tasks' own end-of-run metrics, in % (mean over seeds): positive retrieval top-1, location
