@@ -190,14 +190,14 @@ def permutation_p(a:list, b:list, max_splits:int=20_000) -> float:
     (12,870) fit; beyond that, estimated from `max_splits` random splits (seeded). With 3 values a side it cannot fall below 0.1."""
     v, n = [*a, *b], len(a)
     gap = lambda idx: abs(statistics.fmean(v[i] for i in idx) - statistics.fmean(v[i] for i in range(len(v)) if i not in idx))
-    rng, every = random.Random(0), math.comb(len(v), n) <= max_splits
+    seen, rng, every = gap(range(n)) - 1e-9, random.Random(0), math.comb(len(v), n) <= max_splits
     splits = itertools.combinations(range(len(v)), n) if every else (rng.sample(range(len(v)), n) for _ in range(max_splits))
-    hits = [gap(s) >= gap(range(n)) - 1e-9 for s in splits]
+    hits = [gap(s) >= seen for s in splits]
     return sum(hits) / len(hits)
 
 def compare(runs:list[dict], a:str, b:str, metric:str='linear') -> dict:
     """Row `a` minus row `b` on `metric` (mean over seeds, points); whether the difference exceeds both rows' seed spreads
-    (`beyond_spread`); and its exact permutation-test p value over the seeds (`p`)."""
+    (`beyond_spread`); and the permutation test's p value over the seeds (`p`, `permutation_p`)."""
     S = {d['row']: d for d in summarize(runs)}
     va, vb = ([100 * x for x in S[r][metric] if x is not None] for r in (a, b))
     d, sa, sb = statistics.fmean(va) - statistics.fmean(vb), spread(S[a][metric]), spread(S[b][metric])
