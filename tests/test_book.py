@@ -108,9 +108,36 @@ def test_hidden_cells_and_directives_are_left_out(book):
     out, _ = book
     text = (out / f'{LESSON}.html').read_text(encoding='utf-8')
     assert '#| export' not in text and '#| hide' not in text and 'nbdev_export()' not in text
-    assert 'Solution' not in text                                   # the hidden, tested exercise solutions
     assert text.count('<img') >= 2, 'the lesson keeps its figures'
     assert '.ipynb"' not in text, 'links between lessons point to pages'
+
+
+def _answer_cells(f):
+    return sum(c['cell_type'] == 'code' and 'answer' in make_book.directives(''.join(c['source']))
+               for c in json.loads(f.read_text())['cells'])
+
+
+def test_every_worked_answer_is_folded(book):
+    "Each `#| answer` cell of a lesson is on its page inside a closed <details>, after the exercise it answers."
+    out, _ = book
+    for f in sorted((ROOT / 'nbs').glob('[0-9]*.ipynb')):
+        text = (out / f'{f.stem}.html').read_text(encoding='utf-8')
+        assert text.count('<details class="answer">') == _answer_cells(f), f.stem
+        assert '<details class="answer" open' not in text
+
+
+def test_fold_answers_wraps_the_whole_cell(tmp_path):
+    import nbformat
+    nb = _mini_nb('# Exercise')
+    nb.cells += [nbformat.v4.new_code_cell('#| answer\n# Worked answer\nprint(41 + 1)',
+                                           outputs=[nbformat.v4.new_output('stream', name='stdout', text='42\n')]),
+                 nbformat.v4.new_markdown_cell('After the answer.')]
+    nbs = tmp_path / 'nbs'; nbs.mkdir(); nbformat.write(nb, nbs / 'index.ipynb')
+    text = make_book.build(nbs, tmp_path / 'out', log=lambda *a: None)[0].read_text(encoding='utf-8')
+    folded = text[text.index('<details class="answer">'):text.index('</details>')]
+    assert 'Worked answer' in folded and '42' in folded and '#| answer' not in text
+    assert folded.count('<div') == folded.count('</div>'), 'the cell is folded whole'
+    assert text.index('After the answer.') > text.index('</details>')
 
 
 def test_no_raw_tex_outside_code(book):

@@ -286,3 +286,41 @@ def test_pixel_comparison_sees_a_redraw_and_only_a_redraw(tmp_path):
     assert _crop_diff(a, b, (20, 20, 60, 60)) == 1
     assert _crop_diff(a, b, (100, 0, 100, 100)) == 0                    # outside the figure nothing changed
     assert (tmp_path / 'figure_before.png').exists() and (tmp_path / 'figure_after.png').exists()
+
+
+def readme_lab_command():
+    "The README's command that opens the course in JupyterLab: its last part (the program and its arguments)."
+    line = next(l for l in (ROOT / 'README.md').read_text().splitlines() if 'jupyter lab' in l and '&&' in l)
+    return line.split('&&')[-1].split()
+
+
+def test_readme_jupyterlab_command_serves_the_lessons(tmp_path):
+    """The README's JupyterLab command, run as written from the repository root, starts a server within a timeout that
+    lists every lesson under nbs/. Jupyter's config, data, runtime and workspace folders are temporary; the config only
+    allows root (CI runs as root) and keeps a browser from being opened."""
+    cmd = readme_lab_command()
+    assert cmd[-2:] == ['lab', 'nbs/'] and Path(cmd[0]).name == 'jupyter', cmd
+    cfg = tmp_path / 'config'; cfg.mkdir()
+    (cfg / 'jupyter_server_config.json').write_text(json.dumps(dict(ServerApp=dict(allow_root=True, open_browser=False))))
+    env = {**os.environ, 'JUPYTER_CONFIG_DIR': str(cfg), 'JUPYTER_RUNTIME_DIR': str(tmp_path / 'runtime'),
+           'JUPYTERLAB_WORKSPACES_DIR': str(tmp_path / 'ws'), 'JUPYTERLAB_SETTINGS_DIR': str(tmp_path / 'settings')}
+    log = open(tmp_path / 'server.log', 'w+')
+    p = subprocess.Popen([str(JUPYTER), *cmd[1:]], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+                         start_new_session=True)
+    try:
+        url, end = None, time.monotonic() + 120
+        while url is None and time.monotonic() < end and p.poll() is None:
+            time.sleep(1)
+            m = re.search(r'(http://(?:localhost|127\.0\.0\.1):\d+)/lab\?token=(\w+)', (tmp_path / 'server.log').read_text())
+            if m: url = m.groups()
+        assert url, 'no server within 120 s: ' + (tmp_path / 'server.log').read_text()[-2000:]
+        base, token = url
+        with urllib.request.urlopen(f'{base}/api/contents/nbs?token={token}', timeout=30) as r:
+            names = {c['name'] for c in json.loads(r.read())['content']}
+        lessons = {f.name for f in (ROOT / 'nbs').glob('*.ipynb')}
+        assert lessons <= names, sorted(lessons - names)
+    finally:
+        os.killpg(p.pid, signal.SIGTERM)
+        try: p.wait(timeout=30)
+        except subprocess.TimeoutExpired: os.killpg(p.pid, signal.SIGKILL)
+        log.close()

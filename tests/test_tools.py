@@ -1,5 +1,5 @@
 "Commands that lessons tell a user to run from tools/, run as written (with a timeout, so a hang fails)."
-import os, re, subprocess, sys
+import json, os, re, subprocess, sys
 import pytest
 from pathlib import Path
 
@@ -153,3 +153,34 @@ def test_ccrop_table_measures_every_map_and_the_pixel_floor(tmp_path):
         r = subprocess.run([*tool, *bad], cwd=ROOT, capture_output=True, text=True, timeout=60)
         assert r.returncode == 2 and msg in r.stderr and len(r.stderr.strip().splitlines()[-1]) < 300, r.stderr
     assert not (tmp_path / 'no').exists()
+
+
+def test_budget_curve_commands_and_bad_input(tmp_path):
+    "Each multiple is one cmae_experiments --main command with its own folder; bad options fail with one line."
+    sys.path.insert(0, str(ROOT / 'tools'))
+    import budget_curve
+    cmds = dict(budget_curve.commands('d', [0, 1, 8], [0, 1], 'runs/b', ['MAE', 'CMAE'], '--precision fp32'))
+    assert cmds[0][cmds[0].index('--rows') + 1] == 'ViT, untrained' and '--epochs' not in cmds[0]
+    assert cmds[8][cmds[8].index('--epochs') + 1] == '80' and cmds[8][-1] == 'runs/b/x8'
+    assert cmds[1][cmds[1].index('--seeds') + 1] == '0,1' and cmds[1][cmds[1].index('--rows') + 1] == 'MAE,CMAE'
+    for args, msg in ((['--data', str(tmp_path), '--multiples', '1,x'], 'comma-separated integers'),
+                      (['--data', str(tmp_path), '--multiples', '-1'], 'a multiple is >= 0'),
+                      (['--data', str(tmp_path / 'nope')], 'no such folder')):
+        r = subprocess.run([sys.executable, str(ROOT / 'tools' / 'budget_curve.py'), *args], capture_output=True, text=True,
+                           timeout=60)
+        assert r.returncode != 0 and msg in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_budget_curve_file_holds_the_commands_its_command_makes():
+    "results/letters_budget.json: its recorded tool command, parsed again, gives exactly the per-multiple commands it holds."
+    f = ROOT / 'results' / 'letters_budget.json'
+    if not f.exists(): pytest.skip('no budget curve committed')
+    sys.path.insert(0, str(ROOT / 'tools'))
+    import budget_curve, shlex
+    d = json.loads(f.read_text())
+    argv = shlex.split(d['command'])[2:]
+    a = dict(zip(argv[::2], argv[1::2]))
+    made = [shlex.join(c) for _, c in budget_curve.commands(
+        a['--data'], [int(m) for m in a['--multiples'].split(',')], [int(s) for s in a['--seeds'].split(',')], a['--out'],
+        a.get('--rows', 'MAE,CMAE').split(','), a.get('--pretrain-args', '--precision fp32'))]
+    assert made == [c['command'] for c in d['curve']]

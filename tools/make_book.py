@@ -9,8 +9,9 @@ are inline, so a page fetches nothing from the network (no CDN, no MathJax). For
 environments) are converted to MathML when the book is built, by `latex2mathml`, and browsers render MathML themselves.
 nbconvert's markdown parser finds them, so a `$` in code is left alone and the markdown rules never see the TeX (no `_` or
 `*` turned into emphasis). A formula that cannot be converted stops the build. Cells marked
-`#| hide` (hidden exercise solutions, export calls) are left out and `#|` directives are stripped, as nbdev's own
-site does. Links between lessons (`12_eval.ipynb`) point to the rendered pages (`12_eval.html`). Widgets need a live
+`#| hide` (export calls) are left out and `#|` directives are stripped, as nbdev's own site does. An exercise's
+worked answer (a code cell marked `#| answer`) is shown folded, in a `<details>` element the reader opens.
+Links between lessons (`12_eval.ipynb`) point to the rendered pages (`12_eval.html`). Widgets need a live
 kernel, so a widget output is replaced by a note saying so, followed by the explorer's static view at the settings it
 was saved with: the outputs of its `Output` widget in the notebook's saved widget state (JupyterLab and nbclient save
 it), or the figure that execnb (`nbdev_test`, tools/run_notebook.py) writes into the cell itself. Quarto (which
@@ -37,6 +38,7 @@ pre{background:#f6f8fa;border:1px solid #e1e4e8;border-radius:6px;padding:8px 10
 code{font-size:13.5px;background:#f2f3f5;padding:1px 4px;border-radius:3px}pre code{background:none;padding:0}
 .jp-OutputArea-output pre,.output pre{background:#fff;border:none;border-left:3px solid #c9d6ea;border-radius:0;margin:4px 0}
 .jp-RenderedImage img,.output img,main img{max-width:100%;height:auto}
+details.answer{border:1px solid #d5d9de;border-radius:6px;padding:4px 10px;margin:8px 0}details.answer summary{cursor:pointer;color:#2b5cad}
 table{border-collapse:collapse;margin:10px 0;font-size:14px}td,th{border:1px solid #d5d9de;padding:4px 8px}th{background:#f0f2f5}
 blockquote{margin:0;padding:2px 14px;color:#444;border-left:4px solid #8aa4d6;background:#f6f8fc}
 .widget-note{color:#7a5a00;background:#fff8e1;border:1px solid #f0d890;padding:6px 10px;border-radius:4px;font-size:14px}
@@ -198,6 +200,7 @@ def prepare(nb):
             src = '\n'.join(l for l in src.splitlines() if not l.startswith('#|')).strip()
             if not src: continue
             if not echo: c.metadata.setdefault('tags', []).append('remove_input')     # nbdev's `#| echo: false`
+            if 'answer' in d: c.metadata.setdefault('tags', []).append('answer')       # folded by fold_answers
             outs = c.get('outputs', [])
             widget = any(WIDGET in o.get('data', {}) for o in outs)
             c['outputs'] = widget_outputs(outs, _models(nb)) if widget else [latex_output(o) for o in outs]
@@ -207,6 +210,21 @@ def prepare(nb):
         cells.append(c)
     nb['cells'] = cells
     return nb
+
+
+def fold_answers(body):
+    "Wrap each cell nbconvert marked `celltag_answer` (a worked answer) in a closed `<details>` element."
+    out, pos = [], 0
+    for m in re.finditer(r'<div class="[^"]*\bcelltag_answer\b[^"]*"[^>]*>', body):
+        if m.start() < pos: continue
+        depth, end = 0, m.start()
+        for t in re.finditer(r'<div\b|</div>', body[m.start():]):
+            depth += 1 if t.group() != '</div>' else -1
+            if depth == 0: end = m.start() + t.end(); break
+        out += [body[pos:m.start()], '<details class="answer"><summary>Worked answer (try your own first)</summary>\n',
+                body[m.start():end], '\n</details>']
+        pos = end
+    return ''.join(out) + body[pos:]
 
 
 def sections(body):
@@ -250,7 +268,7 @@ def build(nbs=ROOT / 'nbs', out=ROOT / 'build' / 'book', log=print):
         t0 = time.perf_counter()
         try: body, _ = exp.from_notebook_node(prepare(nb))
         except ValueError as e: raise ValueError(f'{stem}.ipynb: {e}') from e
-        body = ipynb_links(body)
+        body = fold_answers(ipynb_links(body))
         f = out / f'{stem}.html'
         f.write_text(page(title_of(nb, stem), body, toc, stem, toc[i - 1] if i else None,
                           toc[i + 1] if i + 1 < len(toc) else None), encoding='utf-8')
