@@ -28,9 +28,9 @@ def crop_params(H, W, boxes=None, n=None, scale=(0.2, 1.0), ratio=(3/4, 4/3), al
                 generator=None, tries=10):
     """Vectorised crop parameters `(n, 4)` long rows (i, j, h, w) for an H x W image.
     boxes=None: torchvision's RandomResizedCrop rule (top-left uniform over the valid positions).
-    boxes (n, 4) fractions (x0, y0, x1, y1): ContrastiveCrop (references.md §2): the crop CENTRE
-    falls in the box, placed with Beta(alpha, alpha) between the box edges. Both: 10 tries for
-    (area, ratio), then a centre crop."""
+    boxes (n, 4) fractions (x0, y0, x1, y1): ContrastiveCrop (Peng et al. 2022, arXiv 2202.03278):
+    the crop CENTRE falls in the box, placed with Beta(alpha, alpha) between the box edges. Both:
+    10 tries for (area, ratio), then a centre crop."""
     if boxes is not None:
         boxes = torch.as_tensor(boxes, dtype=torch.float32).reshape(-1, 4); n = len(boxes)
     if n is None: raise ValueError("n: give the number of crops (or boxes)")

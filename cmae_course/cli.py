@@ -272,7 +272,7 @@ def cmae_pretrain(
     wd:float=None,            # weight decay (AdamW: not on norms, biases, 1-D params; SGD: on all, as MoCo)
     opt:str=None,             # adamw (MAE, CMAE) | sgd (MoCo: momentum 0.9)
     warmup:float=None,        # linear warmup epochs, then cosine
-    momentum:float=None,      # EMA momentum of the momentum encoder/projector at the start (CMAE 0.996, MoCo 0.999)
+    momentum:float=None,      # EMA momentum of the momentum encoder/projector at the start (CMAE: the config's, MoCo 0.999)
     momentum_end:float=None,  # ... and at the end (cosine schedule; 1.0 = MoCo v3 style)
     moco_k:int=None,          # MoCo queue size (default: the training images rounded down to whole batches, <= 65536)
     knn_every:int=None,       # kNN monitor every N epochs into metrics.json (0 = off)
