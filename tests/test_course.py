@@ -77,7 +77,7 @@ def test_prose_words_counts_the_workshop_part_before_going_further(tmp_path):
 def test_experiment_lesson_is_short_and_leads_with_its_verdict():
     cs = cells(ROOT / 'nbs' / '16_experiments.ipynb')
     assert len(cs) <= 45, f'{len(cs)} cells'
-    heads = [src(c).splitlines()[0] for c in cs if c['cell_type'] == 'markdown' and src(c).startswith('## ')]
+    heads = [l for c in cs if c['cell_type'] == 'markdown' for l in src(c).splitlines() if l.startswith('## ')]
     first_ablation = next(i for i, h in enumerate(heads) if 'ablation' in h.lower() or 'each part' in h.lower())
     first_verdict = next(i for i, h in enumerate(heads) if 'main comparison' in h.lower() or 'verdict' in h.lower())
     assert first_verdict < first_ablation, heads

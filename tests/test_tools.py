@@ -163,9 +163,12 @@ def test_budget_curve_commands_and_bad_input(tmp_path):
     assert cmds[0][cmds[0].index('--rows') + 1] == 'ViT, untrained' and '--epochs' not in cmds[0]
     assert cmds[8][cmds[8].index('--epochs') + 1] == '80' and cmds[8][-1] == 'runs/b/x8'
     assert cmds[1][cmds[1].index('--seeds') + 1] == '0,1' and cmds[1][cmds[1].index('--rows') + 1] == 'MAE,CMAE'
+    cmds = dict(budget_curve.commands('d', [1, 4], [0], 'runs/b', ['MAE', 'CMAE'], '', {4: ['MAE']}))
+    assert cmds[4][cmds[4].index('--rows') + 1] == 'MAE' and cmds[1][cmds[1].index('--rows') + 1] == 'MAE,CMAE'
     for args, msg in ((['--data', str(tmp_path), '--multiples', '1,x'], 'comma-separated integers'),
                       (['--data', str(tmp_path), '--multiples', '-1'], 'a multiple is >= 0'),
-                      (['--data', str(tmp_path / 'nope')], 'no such folder')):
+                      (['--data', str(tmp_path / 'nope')], 'no such folder'),
+                      (['--data', str(tmp_path), '--rows-at', 'four'], 'expected M=ROWS')):
         r = subprocess.run([sys.executable, str(ROOT / 'tools' / 'budget_curve.py'), *args], capture_output=True, text=True,
                            timeout=60)
         assert r.returncode != 0 and msg in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
@@ -179,8 +182,10 @@ def test_budget_curve_file_holds_the_commands_its_command_makes():
     import budget_curve, shlex
     d = json.loads(f.read_text())
     argv = shlex.split(d['command'])[2:]
-    a = dict(zip(argv[::2], argv[1::2]))
+    pairs = list(zip(argv[::2], argv[1::2]))
+    a = dict(pairs)
+    rows_at = {int(v.split('=')[0]): v.split('=', 1)[1].split(',') for k, v in pairs if k == '--rows-at'}
     made = [shlex.join(c) for _, c in budget_curve.commands(
         a['--data'], [int(m) for m in a['--multiples'].split(',')], [int(s) for s in a['--seeds'].split(',')], a['--out'],
-        a.get('--rows', 'MAE,CMAE').split(','), a.get('--pretrain-args', '--precision fp32'))]
+        a.get('--rows', 'MAE,CMAE').split(','), a.get('--pretrain-args', '--precision fp32'), rows_at)]
     assert made == [c['command'] for c in d['curve']]
