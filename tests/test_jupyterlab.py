@@ -315,7 +315,8 @@ def test_readme_jupyterlab_command_serves_the_lessons(tmp_path):
             if m: url = m.groups()
         assert url, 'no server within 120 s: ' + (tmp_path / 'server.log').read_text()[-2000:]
         base, token = url
-        with urllib.request.urlopen(f'{base}/api/contents/nbs?token={token}', timeout=30) as r:
+        # `jupyter lab nbs/` serves nbs/ as the server's root: the lessons are at the top of the contents API
+        with urllib.request.urlopen(f'{base}/api/contents?token={token}', timeout=30) as r:
             names = {c['name'] for c in json.loads(r.read())['content']}
         lessons = {f.name for f in (ROOT / 'nbs').glob('*.ipynb')}
         assert lessons <= names, sorted(lessons - names)
